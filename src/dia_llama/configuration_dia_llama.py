@@ -1,0 +1,228 @@
+"""Configuration of Dia-LLaMA (vision tower + disease branch + causal LM).
+
+Hub remote-code file: depends only on transformers.
+"""
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+# The 14 CheXpert observations in CheXbert's column order (lower case, as in the paper's prompts).
+CHEXPERT_14 = [
+    "enlarged cardiomediastinum",
+    "cardiomegaly",
+    "lung opacity",
+    "lung lesion",
+    "edema",
+    "consolidation",
+    "pneumonia",
+    "atelectasis",
+    "pneumothorax",
+    "pleural effusion",
+    "pleural other",
+    "fracture",
+    "support devices",
+    "no finding",
+]
+
+# The 18 CT-RATE multi-abnormality labels, in the order of its labels CSV.
+CT_RATE_18 = [
+    "medical material",
+    "arterial wall calcification",
+    "cardiomegaly",
+    "pericardial effusion",
+    "coronary artery wall calcification",
+    "hiatal hernia",
+    "lymphadenopathy",
+    "emphysema",
+    "atelectasis",
+    "lung nodule",
+    "lung opacity",
+    "pulmonary fibrotic sequela",
+    "pleural effusion",
+    "mosaic attenuation pattern",
+    "peribronchial thickening",
+    "consolidation",
+    "bronchiectasis",
+    "interlobular septal thickening",
+]
+
+DISEASE_SETS = {"chexpert14": CHEXPERT_14, "ctrate18": CT_RATE_18}
+
+DEFAULT_INSTRUCTION = (
+    "Based on the above visual information and some key abnormal information related to specific diseases, "
+    "please generate a complete medical report corresponding to this CT image. Providing a comprehensive report "
+    "which contains detailed information about the anatomical structures and any abnormalities is essential. "
+)
+DEFAULT_PROMPT_TEMPLATE = 'The "{disease}" is {state}. '
+
+DISEASE_POOLINGS = ("attention", "mean")
+DIAGNOSIS_HEADS = ("prototype", "linear")
+PROMPT_TYPES = ("text", "none", "token", "feature")
+
+
+def resolve_disease_names(disease_names) -> list[str]:
+    """A named set (`"chexpert14"`, `"ctrate18"`) or an explicit list → list of lower-case names."""
+    if isinstance(disease_names, str):
+        if disease_names not in DISEASE_SETS:
+            raise ValueError(f"unknown disease set {disease_names!r}; choose one of {sorted(DISEASE_SETS)} or a list")
+        return list(DISEASE_SETS[disease_names])
+    names = [str(n).strip().lower() for n in disease_names]
+    if not names:
+        raise ValueError("disease_names must not be empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"disease_names has duplicates: {names}")
+    return names
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+class DiaLlamaVisionConfig(PreTrainedConfig):
+    """ViT3D (RadFM layout) + perceiver resampler.
+
+    Volumes are (C, H, W, D) with slices last. The ViT cuts `patch_size` = (ph, pw, pd) patches, giving
+    M = (H/ph)(W/pw)(D/pd) tokens of width `hidden_size`. Positional tables follow RadFM: `row`/`col`
+    tables of `pos_table_size` = (16, 16, 128) rows × hidden/3 (the depth table takes the remainder),
+    read at a stride when the grid is smaller, so RadFM / Dia-LLaMA weights import as they are.
+    """
+
+    model_type = "dia_llama_vision"
+    base_config_key = "vision_config"
+
+    volume_size: list[int] | tuple[int, ...] = (256, 256, 64)
+    num_channels: int = 3
+    patch_size: list[int] | tuple[int, ...] = (32, 32, 4)
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 8
+    head_dim: int = 64
+    intermediate_size: int = 2048
+    hidden_dropout_prob: float = 0.1
+    pos_table_size: list[int] | tuple[int, ...] = (16, 16, 128)
+    layer_norm_eps: float = 1e-5
+    # perceiver resampler
+    perceiver_depth: int = 6
+    num_latents: int = 32
+    perceiver_heads: int = 8
+    perceiver_head_dim: int = 64
+    perceiver_ff_mult: int = 4
+    initializer_range: float = 0.02
+
+    def __post_init__(self, **kwargs):
+        self.volume_size = [int(v) for v in self.volume_size]
+        self.patch_size = [int(v) for v in self.patch_size]
+        self.pos_table_size = [int(v) for v in self.pos_table_size]
+        super().__post_init__(**kwargs)
+        _require(len(self.volume_size) == 3, f"volume_size must be (H, W, D), got {self.volume_size}")
+        _require(len(self.patch_size) == 3, f"patch_size must be (ph, pw, pd), got {self.patch_size}")
+        for axis, (v, p) in enumerate(zip(self.volume_size, self.patch_size)):
+            _require(p > 0 and v > 0 and v % p == 0,
+                     f"volume_size[{axis}]={v} must be a positive multiple of patch_size[{axis}]={p}")
+        for axis, (n, t) in enumerate(zip(self.grid_size, self.pos_table_size)):
+            _require(n <= t, f"patch grid {self.grid_size} exceeds positional table {self.pos_table_size} on axis {axis}")
+        _require(self.hidden_size % 3 == 0 or self.hidden_size >= 3, "hidden_size too small")
+        _require(self.num_channels >= 1, "num_channels must be >= 1")
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size",
+                     "perceiver_depth", "num_latents", "perceiver_heads", "perceiver_head_dim", "perceiver_ff_mult"):
+            _require(int(getattr(self, name)) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        _require(0.0 <= self.hidden_dropout_prob < 1.0, "hidden_dropout_prob must be in [0, 1)")
+
+    @property
+    def grid_size(self) -> list[int]:
+        """Patch grid (h, w, d)."""
+        return [v // p for v, p in zip(self.volume_size, self.patch_size)]
+
+    @property
+    def num_patches(self) -> int:
+        h, w, d = self.grid_size
+        return h * w * d
+
+    @property
+    def pos_embed_dims(self) -> list[int]:
+        """Widths of the row / col / depth tables (RadFM: 256 each for width 768)."""
+        third = self.hidden_size // 3
+        return [third, third, self.hidden_size - 2 * third]
+
+
+class DiaLlamaConfig(PreTrainedConfig):
+    """Dia-LLaMA: a ViT3D vision tower, a perceiver resampler, the disease branch (disease-aware attention and
+    disease prototype memory) and a causal language model.
+
+    Loss weights follow the paper's released code, ``loss = lm_loss_weight * L_LM + dp_loss_weight * L_DP`` with
+    ``dp_loss_weight = 4`` (the paper's text writes ``L_DP + λ·L_LM``; set the weights to match either).
+
+    Ablation switches (paper Tables 2-3): ``disease_pooling`` (`attention` = DAA | `mean`), ``diagnosis_head``
+    (`prototype` = DPM | `linear`), ``prompt_type`` (`text` = diagnostic text prompts | `none` | `token` learned
+    per-disease present/absent embeddings | `feature` the matched prototype vectors as soft prompts).
+    """
+
+    model_type = "dia_llama"
+    attribute_map = {"image_token_index": "image_token_id"}
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(config_class=DiaLlamaVisionConfig),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 32000
+    image_start_token_id: int | None = None
+    image_end_token_id: int | None = None
+    disease_token_id: int | None = None
+    disease_names: list[str] | str = "chexpert14"
+    prompt_template: str = DEFAULT_PROMPT_TEMPLATE
+    present_word: str = "positive"
+    absent_word: str = "negative"
+    instruction: str = DEFAULT_INSTRUCTION
+    dp_loss_weight: float = 4.0
+    lm_loss_weight: float = 1.0
+    disease_pooling: str = "attention"
+    diagnosis_head: str = "prototype"
+    prompt_type: str = "text"
+    prototype_temperature: float = 0.07
+    temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
+    projector_bias: bool = True
+    legacy_disease_pooling: bool = False
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs):
+        self.disease_names = resolve_disease_names(self.disease_names)
+        self.temperature_bounds = [float(v) for v in self.temperature_bounds]
+        super().__post_init__(**kwargs)
+        _require(self.disease_pooling in DISEASE_POOLINGS,
+                 f"disease_pooling must be one of {DISEASE_POOLINGS}, got {self.disease_pooling!r}")
+        _require(self.diagnosis_head in DIAGNOSIS_HEADS,
+                 f"diagnosis_head must be one of {DIAGNOSIS_HEADS}, got {self.diagnosis_head!r}")
+        _require(self.prompt_type in PROMPT_TYPES,
+                 f"prompt_type must be one of {PROMPT_TYPES}, got {self.prompt_type!r}")
+        _require(self.dp_loss_weight >= 0 and self.lm_loss_weight >= 0, "loss weights must be >= 0")
+        low, high = self.temperature_bounds
+        _require(0 < low < high, f"temperature_bounds must satisfy 0 < low < high, got {self.temperature_bounds}")
+        _require(low <= self.prototype_temperature <= high,
+                 f"prototype_temperature {self.prototype_temperature} outside temperature_bounds {self.temperature_bounds}")
+        _require("{disease}" in self.prompt_template and "{state}" in self.prompt_template,
+                 "prompt_template must contain {disease} and {state}")
+        _require(self.present_word != self.absent_word, "present_word and absent_word must differ")
+        if self.prompt_type in ("token", "feature"):
+            _require(self.disease_token_id is not None,
+                     f"prompt_type={self.prompt_type!r} needs disease_token_id (the placeholder of soft disease prompts)")
+
+    @property
+    def num_diseases(self) -> int:
+        return len(self.disease_names)
+
+    @property
+    def num_image_tokens(self) -> int:
+        """Visual tokens spliced into the LLM input (the perceiver's latents)."""
+        return self.vision_config.num_latents
+
+    def disease_index(self, name: str) -> int:
+        key = str(name).strip().lower()
+        if key not in self.disease_names:
+            raise ValueError(f"unknown disease name {name!r}; this model knows {self.disease_names}")
+        return self.disease_names.index(key)
+
+
+__all__ = ["DiaLlamaConfig", "DiaLlamaVisionConfig", "CHEXPERT_14", "CT_RATE_18", "DISEASE_SETS"]
