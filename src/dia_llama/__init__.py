@@ -1,3 +1,47 @@
-"""dia-llama: Hugging Face-native Dia-LLaMA for 3D chest CT report generation."""
+"""dia-llama: Hugging Face-native Dia-LLaMA for 3D chest CT report generation.
+
+Importing the package registers the model with the transformers Auto classes.
+"""
+
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
+
+from .configuration_dia_llama import CHEXPERT_14, CT_RATE_18, DiaLlamaConfig, DiaLlamaVisionConfig
+from .modeling_dia_llama import (
+    DiaLlamaDiagnosis,
+    DiaLlamaForConditionalGeneration,
+    DiaLlamaModel,
+    DiaLlamaPreTrainedModel,
+)
+from .processing_dia_llama import DiaLlamaProcessor, DiaLlamaVolumeProcessor
+from .volume_io import Volume, VolumeReadError, read_volume
 
 __version__ = "0.1.0"
+
+AutoConfig.register(DiaLlamaConfig.model_type, DiaLlamaConfig, exist_ok=True)
+AutoConfig.register(DiaLlamaVisionConfig.model_type, DiaLlamaVisionConfig, exist_ok=True)
+AutoModel.register(DiaLlamaConfig, DiaLlamaModel, exist_ok=True)
+AutoModelForImageTextToText.register(DiaLlamaConfig, DiaLlamaForConditionalGeneration, exist_ok=True)
+AutoImageProcessor.register(DiaLlamaConfig, image_processor_classes={"pil": DiaLlamaVolumeProcessor}, exist_ok=True)
+AutoProcessor.register(DiaLlamaConfig, DiaLlamaProcessor, exist_ok=True)
+
+__all__ = [
+    "CHEXPERT_14",
+    "CT_RATE_18",
+    "DiaLlamaConfig",
+    "DiaLlamaVisionConfig",
+    "DiaLlamaPreTrainedModel",
+    "DiaLlamaModel",
+    "DiaLlamaForConditionalGeneration",
+    "DiaLlamaDiagnosis",
+    "DiaLlamaProcessor",
+    "DiaLlamaVolumeProcessor",
+    "Volume",
+    "VolumeReadError",
+    "read_volume",
+]

@@ -153,6 +153,12 @@ class DiaLlamaConfig(PreTrainedConfig):
     Loss weights follow the paper's released code, ``loss = lm_loss_weight * L_LM + dp_loss_weight * L_DP`` with
     ``dp_loss_weight = 4`` (the paper's text writes ``L_DP + λ·L_LM``; set the weights to match either).
 
+    Token ids: `image_token_id` (the N visual placeholders), `image_start_token_id` / `image_end_token_id` (around
+    them), `diagnosis_token_id` (one `<dx>` placeholder that `generate` expands into the diagnostic text prompt of
+    the model's own diagnoses, using `diagnosis_prompt_ids`: per disease, the token ids of its present and absent
+    sentence, written by the processor), `disease_token_id` (the L soft-prompt slots of the `token`/`feature`
+    ablations).
+
     Ablation switches (paper Tables 2-3): ``disease_pooling`` (`attention` = DAA | `mean`), ``diagnosis_head``
     (`prototype` = DPM | `linear`), ``prompt_type`` (`text` = diagnostic text prompts | `none` | `token` learned
     per-disease present/absent embeddings | `feature` the matched prototype vectors as soft prompts).
@@ -170,7 +176,9 @@ class DiaLlamaConfig(PreTrainedConfig):
     image_token_id: int = 32000
     image_start_token_id: int | None = None
     image_end_token_id: int | None = None
+    diagnosis_token_id: int | None = None
     disease_token_id: int | None = None
+    diagnosis_prompt_ids: list | None = None
     disease_names: list[str] | str = "chexpert14"
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     present_word: str = "positive"
@@ -205,6 +213,10 @@ class DiaLlamaConfig(PreTrainedConfig):
         _require("{disease}" in self.prompt_template and "{state}" in self.prompt_template,
                  "prompt_template must contain {disease} and {state}")
         _require(self.present_word != self.absent_word, "present_word and absent_word must differ")
+        if self.diagnosis_prompt_ids is not None:
+            _require(len(self.diagnosis_prompt_ids) == self.num_diseases
+                     and all(len(pair) == 2 for pair in self.diagnosis_prompt_ids),
+                     "diagnosis_prompt_ids must hold (present ids, absent ids) for each disease")
         if self.prompt_type in ("token", "feature"):
             _require(self.disease_token_id is not None,
                      f"prompt_type={self.prompt_type!r} needs disease_token_id (the placeholder of soft disease prompts)")

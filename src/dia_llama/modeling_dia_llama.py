@@ -1,0 +1,696 @@
+"""Dia-LLaMA modelling: ViT3D vision tower, perceiver resampler, disease branch and a causal LM (LLaVA layout).
+
+Hub remote-code file: depends only on torch and transformers.
+
+Shapes: B batch, C channels, H×W×D volume (slices last), M = (H/ph)(W/pw)(D/pd) patch tokens, c vision width,
+N visual tokens (perceiver latents), L diseases, T text length, E LLM width.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModel, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.utils import ModelOutput
+
+from .configuration_dia_llama import DiaLlamaConfig, DiaLlamaVisionConfig
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass
+class DiaLlamaDiagnosis(ModelOutput):
+    """Per-disease diagnosis of the disease branch.
+
+    probabilities: (B, L) probability that each disease is present. present: (B, L) bool decisions.
+    logits: (B, L) pre-sigmoid scores. attention: (L, M) disease-aware attention over patches (None for mean pooling).
+    disease_names: the L names, in order.
+    """
+
+    probabilities: torch.FloatTensor | None = None
+    present: torch.BoolTensor | None = None
+    logits: torch.FloatTensor | None = None
+    attention: torch.FloatTensor | None = None
+    disease_names: list | None = None
+
+    def to_records(self) -> list[dict]:
+        """One dict per case: {disease: {"probability": p, "present": bool}}."""
+        probs = self.probabilities.detach().float().cpu().tolist()
+        present = self.present.detach().cpu().tolist()
+        return [
+            {name: {"probability": p, "present": bool(x)} for name, p, x in zip(self.disease_names, pr, ps)}
+            for pr, ps in zip(probs, present)
+        ]
+
+
+@dataclass
+class DiaLlamaModelOutput(ModelOutput):
+    last_hidden_state: torch.FloatTensor | None = None
+    cache: object | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    image_features: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    disease_features: torch.FloatTensor | None = None
+
+
+@dataclass
+class DiaLlamaCausalLMOutput(ModelOutput):
+    """`loss` = lm_loss_weight·`lm_loss` + dp_loss_weight·`dp_loss`; `disease_logits` (B, L), `disease_probs` (B, L)."""
+
+    loss: torch.FloatTensor | None = None
+    lm_loss: torch.FloatTensor | None = None
+    dp_loss: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+    cache: object | None = None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+    image_features: torch.FloatTensor | None = None
+    disease_logits: torch.FloatTensor | None = None
+    disease_probs: torch.FloatTensor | None = None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# ViT3D (RadFM layout)
+
+
+def patchify_volume(pixel_values: torch.Tensor, patch_size) -> torch.Tensor:
+    """(B, C, H, W, D) → (B, M, ph·pw·pd·C), patches in (h w d) order, channel fastest inside a patch (RadFM)."""
+    b, c, hh, ww, dd = pixel_values.shape
+    ph, pw, pd = patch_size
+    x = pixel_values.reshape(b, c, hh // ph, ph, ww // pw, pw, dd // pd, pd)
+    x = x.permute(0, 2, 4, 6, 3, 5, 7, 1)  # (B, h, w, d, ph, pw, pd, C)
+    return x.reshape(b, (hh // ph) * (ww // pw) * (dd // pd), ph * pw * pd * c)
+
+
+class DiaLlamaPatchEmbedding(nn.Module):
+    """LayerNorm over the raw patch → Linear → LayerNorm (RadFM's `to_patch_embedding`)."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        ph, pw, pd = config.patch_size
+        patch_dim = ph * pw * pd * config.num_channels
+        self.patch_size = tuple(config.patch_size)
+        self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
+        self.proj = nn.Linear(patch_dim, config.hidden_size)
+        self.norm_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        patches = patchify_volume(pixel_values, self.patch_size)  # (B, M, patch_dim)
+        return self.norm_out(self.proj(self.norm_in(patches)))  # (B, M, c)
+
+
+class DiaLlamaPositionalEmbedding3D(nn.Module):
+    """Learned row / column / depth tables, concatenated to the vision width; read at a stride on small grids."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        (rows, cols, deps), (dr, dc, dd) = config.pos_table_size, config.pos_embed_dims
+        self.row_embed = nn.Embedding(rows, dr)
+        self.col_embed = nn.Embedding(cols, dc)
+        self.dep_embed = nn.Embedding(deps, dd)
+        self.grid_and_tables = list(zip(("row", "col", "dep"), config.grid_size, (rows, cols, deps)))
+        for name, n, table in self.grid_and_tables:
+            self.register_buffer(f"{name}_index", self.table_index(n, table), persistent=False)
+
+    @staticmethod
+    def table_index(n: int, table: int) -> torch.Tensor:
+        """RadFM reads a table of `table` rows at positions (k+1)·(table // n) − 1 for a grid of n."""
+        return (torch.arange(n) + 1) * (table // n) - 1
+
+    def reset_index_buffers(self) -> None:
+        for name, n, table in self.grid_and_tables:
+            init.copy_(getattr(self, f"{name}_index"), self.table_index(n, table))
+
+    def forward(self) -> torch.Tensor:
+        h, w, d = self.row_index.numel(), self.col_index.numel(), self.dep_index.numel()
+        row = self.row_embed(self.row_index)[:, None, None, :].expand(h, w, d, -1)
+        col = self.col_embed(self.col_index)[None, :, None, :].expand(h, w, d, -1)
+        dep = self.dep_embed(self.dep_index)[None, None, :, :].expand(h, w, d, -1)
+        return torch.cat([row, col, dep], dim=-1).reshape(h * w * d, -1)  # (M, c)
+
+
+class DiaLlamaVisionAttention(nn.Module):
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+        inner = self.num_heads * self.head_dim
+        self.qkv = nn.Linear(config.hidden_size, 3 * inner, bias=False)
+        self.out_proj = nn.Linear(inner, config.hidden_size)
+        self.dropout = config.hidden_dropout_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, m, _ = x.shape
+        q, k, v = self.qkv(x).view(b, m, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)  # 3×(B, h, M, dh)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, M, dh)
+        out = self.out_proj(out.transpose(1, 2).reshape(b, m, -1))
+        return F.dropout(out, self.dropout, self.training)
+
+
+class DiaLlamaVisionMLP(nn.Module):
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.dropout = config.hidden_dropout_prob
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.dropout(F.gelu(self.fc1(x)), self.dropout, self.training)
+        return F.dropout(self.fc2(x), self.dropout, self.training)
+
+
+class DiaLlamaVisionLayer(GradientCheckpointingLayer):
+    """Pre-norm transformer block."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.attn = DiaLlamaVisionAttention(config)
+        self.mlp_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = DiaLlamaVisionMLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x))
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class DiaLlamaVisionTower(nn.Module):
+    """ViT3D: (B, C, H, W, D) → patch features (B, M, c). No final norm (as RadFM)."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        self.config = config
+        self.patch_embed = DiaLlamaPatchEmbedding(config)
+        self.pos_embed = DiaLlamaPositionalEmbedding3D(config)
+        self.layers = nn.ModuleList(DiaLlamaVisionLayer(config) for _ in range(config.num_hidden_layers))
+        self.dropout = config.hidden_dropout_prob
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        expected = (self.config.num_channels, *self.config.volume_size)
+        if pixel_values.ndim != 5 or tuple(pixel_values.shape[1:]) != expected:
+            raise ValueError(
+                f"pixel_values must have shape (B, {', '.join(map(str, expected))}) = (B, C, H, W, D); "
+                f"got {tuple(pixel_values.shape)}. Use DiaLlamaVolumeProcessor to prepare volumes."
+            )
+        x = self.patch_embed(pixel_values) + self.pos_embed()  # (B, M, c)
+        x = F.dropout(x, self.dropout, self.training)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Perceiver resampler
+
+
+class DiaLlamaPerceiverAttention(nn.Module):
+    """Latents attend to [media; latents]."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        dim, self.heads, self.head_dim = config.hidden_size, config.perceiver_heads, config.perceiver_head_dim
+        inner = self.heads * self.head_dim
+        self.norm_media = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.norm_latents = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        media, latents = self.norm_media(media), self.norm_latents(latents)  # (B, M, c), (B, N, c)
+        b, n, _ = latents.shape
+        kv_input = torch.cat([media, latents], dim=1)  # (B, M+N, c)
+        q = self.to_q(latents).view(b, n, self.heads, self.head_dim).transpose(1, 2)  # (B, h, N, dh)
+        k, v = self.to_kv(kv_input).view(b, -1, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, h, N, dh)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class DiaLlamaPerceiverLayer(GradientCheckpointingLayer):
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        dim = config.hidden_size
+        self.attn = DiaLlamaPerceiverAttention(config)
+        self.ff_norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.ff_in = nn.Linear(dim, dim * config.perceiver_ff_mult, bias=False)
+        self.ff_out = nn.Linear(dim * config.perceiver_ff_mult, dim, bias=False)
+
+    def forward(self, media: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        latents = latents + self.attn(media, latents)
+        return latents + self.ff_out(F.gelu(self.ff_in(self.ff_norm(latents))))
+
+
+class DiaLlamaPerceiverResampler(nn.Module):
+    """(B, M, c) patch features → (B, N, c) visual tokens."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        self.latents = nn.Parameter(torch.empty(config.num_latents, config.hidden_size))
+        self.layers = nn.ModuleList(DiaLlamaPerceiverLayer(config) for _ in range(config.perceiver_depth))
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def forward(self, media: torch.Tensor) -> torch.Tensor:
+        latents = self.latents.unsqueeze(0).expand(media.shape[0], -1, -1)  # (B, N, c)
+        for layer in self.layers:
+            latents = layer(media, latents)
+        return self.norm(latents)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Disease branch: disease-aware attention (DAA) + disease prototype memory (DPM)
+
+
+class DiaLlamaDiseaseBranch(nn.Module):
+    """Pools patch features into one feature per disease and scores presence.
+
+    Pooling `attention` (DAA): a learnable (L, M) weight softmaxed over the M patches → (B, L, c).
+    Pooling `mean`: the mean patch feature, shared by all diseases.
+    Head `prototype` (DPM): cosine similarity of the projected disease feature to an abnormal and a normal prototype;
+    logit = (sim_abnormal − sim_normal) / τ, so sigmoid(logit) is the 2-way InfoNCE softmax of "abnormal".
+    Head `linear`: one linear classifier per disease.
+    """
+
+    def __init__(self, config: DiaLlamaConfig):
+        super().__init__()
+        vc = config.vision_config
+        num, dim = config.num_diseases, vc.hidden_size
+        self.pooling, self.head = config.disease_pooling, config.diagnosis_head
+        self.legacy_pooling = config.legacy_disease_pooling
+        if self.pooling == "attention":
+            self.attention_weights = nn.Parameter(torch.empty(num, vc.num_patches))
+        if self.head == "prototype":
+            self.proj = nn.Linear(dim, dim)
+            self.abnormal_prototypes = nn.Parameter(torch.empty(num, dim))
+            self.normal_prototypes = nn.Parameter(torch.empty(num, dim))
+            self.log_temperature = nn.Parameter(torch.empty(()))
+            self.init_temperature = config.prototype_temperature
+            self.temperature_bounds = tuple(config.temperature_bounds)
+        else:
+            self.classifier_weight = nn.Parameter(torch.empty(num, dim))
+            self.classifier_bias = nn.Parameter(torch.empty(num))
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        """τ, kept positive by the log parametrisation and bounded by clamping."""
+        low, high = self.temperature_bounds
+        return self.log_temperature.exp().clamp(low, high)
+
+    def attention_map(self) -> torch.Tensor | None:
+        """(L, M) softmax weights of the disease-aware attention."""
+        return self.attention_weights.softmax(dim=-1) if self.pooling == "attention" else None
+
+    def pool(self, patch_features: torch.Tensor) -> torch.Tensor:
+        """(B, M, c) → (B, L, c)."""
+        if self.pooling == "mean":
+            num = self.classifier_weight.shape[0] if self.head == "linear" else self.abnormal_prototypes.shape[0]
+            return patch_features.mean(dim=1, keepdim=True).expand(-1, num, -1)
+        attention = self.attention_map().to(patch_features.dtype)  # (L, M)
+        if self.legacy_pooling:
+            # Compatibility with the research code's inference path (a bug): disease i is judged from patch token i.
+            weighted = attention.unsqueeze(-1) * patch_features.unsqueeze(1)  # (B, L, M, c)
+            return weighted.sum(dim=1)[:, : attention.shape[0]]
+        return torch.einsum("lm,bmc->blc", attention, patch_features)
+
+    def selected_prototypes(self, present: torch.Tensor) -> torch.Tensor:
+        """(B, L) bool → (B, L, c) the abnormal prototype where present, else the normal one."""
+        return torch.where(present.unsqueeze(-1), self.abnormal_prototypes, self.normal_prototypes)
+
+    def forward(self, patch_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, c) → disease features (B, L, c), logits (B, L)."""
+        features = self.pool(patch_features)
+        if self.head == "linear":
+            logits = (features * self.classifier_weight).sum(-1) + self.classifier_bias
+            return features, logits
+        query = F.normalize(self.proj(features), dim=-1)  # (B, L, c)
+        sim_abnormal = (query * F.normalize(self.abnormal_prototypes, dim=-1)).sum(-1)  # (B, L)
+        sim_normal = (query * F.normalize(self.normal_prototypes, dim=-1)).sum(-1)
+        return features, (sim_abnormal - sim_normal) / self.temperature
+
+    def loss(self, logits: torch.Tensor, disease_labels: torch.Tensor) -> torch.Tensor:
+        """2-way cross-entropy over (abnormal, normal) — equal to BCE on the logit difference. Mean over (B, L)."""
+        return F.binary_cross_entropy_with_logits(logits.float(), disease_labels.float())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Pretrained base
+
+
+class DiaLlamaPreTrainedModel(PreTrainedModel):
+    config_class = DiaLlamaConfig
+    config: DiaLlamaConfig
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["DiaLlamaVisionLayer", "DiaLlamaPerceiverLayer", "LlamaDecoderLayer"]
+    _skip_keys_device_placement = ["cache"]
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_attention_backend = True
+    # The loss is a per-batch mean: let the Trainer divide by gradient-accumulation steps itself.
+    accepts_loss_kwargs = False
+
+    def _init_weights(self, module):
+        std = getattr(self.config.get_text_config(), "initializer_range", 0.02)
+        if isinstance(module, DiaLlamaPositionalEmbedding3D):
+            super()._init_weights(module.row_embed)
+            super()._init_weights(module.col_embed)
+            super()._init_weights(module.dep_embed)
+            module.reset_index_buffers()
+        elif isinstance(module, DiaLlamaPerceiverResampler):
+            init.normal_(module.latents, mean=0.0, std=1.0)
+        elif isinstance(module, DiaLlamaDiseaseBranch):
+            if module.pooling == "attention":
+                init.zeros_(module.attention_weights)  # uniform attention at start
+            if module.head == "prototype":
+                init.normal_(module.abnormal_prototypes, mean=0.0, std=1.0)
+                init.normal_(module.normal_prototypes, mean=0.0, std=1.0)
+                init.constant_(module.log_temperature, math.log(module.init_temperature))
+            else:
+                init.normal_(module.classifier_weight, mean=0.0, std=std)
+                init.zeros_(module.classifier_bias)
+        elif isinstance(module, DiaLlamaModel):
+            if module.disease_state_embeddings is not None:
+                init.normal_(module.disease_state_embeddings, mean=0.0, std=std)
+        else:
+            super()._init_weights(module)
+
+
+class DiaLlamaModel(DiaLlamaPreTrainedModel):
+    """Vision tower, perceiver, projector, disease branch and the bare language model (no LM head)."""
+
+    def __init__(self, config: DiaLlamaConfig):
+        super().__init__(config)
+        text_config = config.get_text_config()
+        self.vision_tower = DiaLlamaVisionTower(config.vision_config)
+        self.resampler = DiaLlamaPerceiverResampler(config.vision_config)
+        self.multi_modal_projector = nn.Linear(
+            config.vision_config.hidden_size, text_config.hidden_size, bias=config.projector_bias
+        )
+        self.disease_branch = DiaLlamaDiseaseBranch(config)
+        # Soft diagnostic prompts (ablations): learned per-disease state tokens, or projected prototypes.
+        self.disease_state_embeddings = None
+        self.prototype_projector = None
+        if config.prompt_type == "token":
+            self.disease_state_embeddings = nn.Parameter(torch.empty(config.num_diseases, 2, text_config.hidden_size))
+        elif config.prompt_type == "feature":
+            self.prototype_projector = nn.Linear(config.vision_config.hidden_size, text_config.hidden_size)
+        self.language_model = AutoModel.from_config(text_config)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    # -- vision -------------------------------------------------------------------------------------------------------
+    def encode_volume(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W, D) → patch features (B, M, c), in the vision tower's dtype."""
+        dtype = self.vision_tower.patch_embed.proj.weight.dtype
+        return self.vision_tower(pixel_values.to(dtype))
+
+    def get_image_features(self, pixel_values=None, patch_features=None) -> torch.Tensor:
+        """Visual tokens projected to the LLM width: (B, N, E)."""
+        if patch_features is None:
+            patch_features = self.encode_volume(pixel_values)
+        return self.multi_modal_projector(self.resampler(patch_features))
+
+    def diagnose(self, pixel_values=None, patch_features=None, threshold: float = 0.5) -> DiaLlamaDiagnosis:
+        if patch_features is None:
+            patch_features = self.encode_volume(pixel_values)
+        _, logits = self.disease_branch(patch_features)
+        probs = torch.sigmoid(logits.float())
+        return DiaLlamaDiagnosis(
+            probabilities=probs,
+            present=probs > threshold,
+            logits=logits,
+            attention=self.disease_branch.attention_map(),
+            disease_names=list(self.config.disease_names),
+        )
+
+    # -- placeholders --------------------------------------------------------------------------------------------------
+    def _scatter(self, inputs_embeds, input_ids, token_id, features, what: str, required: bool = True):
+        """Fill the positions of `token_id` with `features` (B, n, E); error when the counts differ.
+
+        `required=False` lets cached decoding steps (no placeholders left) pass features that are not needed."""
+        mask = input_ids == token_id  # (B, T)
+        n_tokens = int(mask.sum())
+        if n_tokens == 0 and (features is None or not required):
+            return inputs_embeds
+        if features is None:
+            raise ValueError(f"input_ids hold {n_tokens} {what} placeholder tokens but no {what} features were given")
+        n_features = features.shape[0] * features.shape[1]
+        if n_tokens != n_features:
+            raise ValueError(
+                f"{what} features and {what} tokens do not match: {n_tokens} placeholder tokens in input_ids, "
+                f"{n_features} features ({features.shape[0]} × {features.shape[1]}). Build inputs with DiaLlamaProcessor."
+            )
+        mask = mask.unsqueeze(-1).expand_as(inputs_embeds)
+        return inputs_embeds.masked_scatter(mask, features.to(inputs_embeds.dtype).reshape(-1))
+
+    def disease_prompt_embeddings(self, present: torch.Tensor) -> torch.Tensor:
+        """Soft prompts for `token` / `feature` prompt types: (B, L) bool → (B, L, E)."""
+        if self.config.prompt_type == "token":
+            index = (~present).long()  # 0 = present, 1 = absent
+            table = self.disease_state_embeddings  # (L, 2, E)
+            return table.unsqueeze(0).expand(present.shape[0], -1, -1, -1).gather(
+                2, index[..., None, None].expand(-1, -1, 1, table.shape[-1])
+            ).squeeze(2)
+        return self.prototype_projector(self.disease_branch.selected_prototypes(present))
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        disease_labels: torch.Tensor | None = None,
+        diagnoses: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        **kwargs,
+    ) -> DiaLlamaModelOutput:
+        if (input_ids is None) == (inputs_embeds is None):
+            raise ValueError("Specify exactly one of input_ids or inputs_embeds")
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+
+        disease_logits = disease_features = None
+        if pixel_values is not None:
+            patch_features = self.encode_volume(pixel_values)  # (B, M, c)
+            disease_features, disease_logits = self.disease_branch(patch_features)
+            if image_features is None:
+                image_features = self.get_image_features(patch_features=patch_features)
+
+        if input_ids is not None:
+            inputs_embeds = self._scatter(
+                inputs_embeds, input_ids, self.config.image_token_id, image_features, "image",
+                required=pixel_values is not None,
+            )
+            if self.config.prompt_type in ("token", "feature") and (input_ids == self.config.disease_token_id).any():
+                # Training: ground-truth states (teacher forcing); inference: given or own diagnoses.
+                if disease_labels is not None:
+                    states = disease_labels > 0.5
+                elif diagnoses is not None:
+                    states = diagnoses.bool()
+                elif disease_logits is not None:
+                    states = disease_logits > 0
+                else:
+                    raise ValueError("disease prompt slots need disease_labels, diagnoses or pixel_values")
+                inputs_embeds = self._scatter(
+                    inputs_embeds, input_ids, self.config.disease_token_id, self.disease_prompt_embeddings(states),
+                    "disease prompt",
+                )
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        return DiaLlamaModelOutput(
+            last_hidden_state=outputs.last_hidden_state,
+            cache=getattr(outputs, "cache", None),
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_features=image_features,
+            disease_logits=disease_logits,
+            disease_features=disease_features,
+        )
+
+
+class DiaLlamaForConditionalGeneration(DiaLlamaPreTrainedModel, GenerationMixin):
+    """Dia-LLaMA with a language-modelling head: diagnoses a CT volume and writes its report.
+
+    One call: ``model.generate(**processor(volumes=[...], return_tensors="pt"))`` diagnoses each volume, expands the
+    `<dx>` placeholder into the diagnostic text prompt of the model's own diagnoses and generates the report. With
+    ``return_dict_in_generate=True`` the output carries `diagnoses` (a :class:`DiaLlamaDiagnosis`).
+    """
+
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config: DiaLlamaConfig):
+        super().__init__(config)
+        self.model = DiaLlamaModel(config)
+        text_config = config.get_text_config()
+        self.lm_head = nn.Linear(text_config.hidden_size, text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def set_output_embeddings(self, value):
+        self.lm_head = value
+
+    def get_image_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.model.get_image_features(pixel_values=pixel_values)
+
+    @torch.no_grad()
+    def diagnose(self, pixel_values: torch.Tensor, threshold: float = 0.5) -> DiaLlamaDiagnosis:
+        """Per-disease probabilities and present/absent decisions for a batch of volumes (B, C, H, W, D)."""
+        return self.model.diagnose(pixel_values=pixel_values, threshold=threshold)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.FloatTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        cache=None,
+        inputs_embeds: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        disease_labels: torch.Tensor | None = None,
+        image_features: torch.FloatTensor | None = None,
+        diagnoses: torch.Tensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> DiaLlamaCausalLMOutput:
+        """`labels` (B, T): −100 outside the report; `disease_labels` (B, L) 0/1 ground truth for L_DP (and the
+        teacher-forced soft prompts)."""
+        kwargs.pop("num_items_in_batch", None)
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            cache=cache,
+            inputs_embeds=inputs_embeds,
+            image_features=image_features,
+            disease_labels=disease_labels,
+            diagnoses=diagnoses,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)  # (B, T, V)
+
+        lm_loss = dp_loss = loss = None
+        if labels is not None:
+            vocab = self.config.get_text_config().vocab_size
+            lm_loss = F.cross_entropy(
+                logits[:, :-1].float().reshape(-1, vocab), labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100
+            )
+            loss = self.config.lm_loss_weight * lm_loss
+        if disease_labels is not None and outputs.disease_logits is not None:
+            dp_loss = self.model.disease_branch.loss(outputs.disease_logits, disease_labels.to(logits.device))
+            weighted = self.config.dp_loss_weight * dp_loss
+            loss = weighted if loss is None else loss + weighted
+        disease_probs = torch.sigmoid(outputs.disease_logits.float()) if outputs.disease_logits is not None else None
+        return DiaLlamaCausalLMOutput(
+            loss=loss,
+            lm_loss=lm_loss,
+            dp_loss=dp_loss,
+            logits=logits,
+            cache=outputs.cache,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_features=outputs.image_features,
+            disease_logits=outputs.disease_logits,
+            disease_probs=disease_probs,
+        )
+
+    # -- generation ----------------------------------------------------------------------------------------------------
+    def expand_diagnosis_prompts(self, input_ids, attention_mask, present, pad_token_id):
+        """Replace the single `<dx>` placeholder of each row by the diagnostic text prompt of `present` (B, L), left-padding
+        the batch again. Returns new (input_ids, attention_mask)."""
+        table = self.config.diagnosis_prompt_ids
+        if not table:
+            raise ValueError(
+                "config.diagnosis_prompt_ids is empty: the diagnostic prompt token ids are written by "
+                "DiaLlamaProcessor.prepare_model_config(config) (done by `dia-llama init` and training)."
+            )
+        dx = self.config.diagnosis_token_id
+        rows = []
+        for ids, mask, states in zip(input_ids.tolist(), attention_mask.tolist(), present.tolist()):
+            ids = [t for t, m in zip(ids, mask) if m]  # drop padding
+            if ids.count(dx) != 1:
+                raise ValueError(f"each row must hold exactly one diagnosis placeholder token; found {ids.count(dx)}")
+            at = ids.index(dx)
+            prompt = [t for i, s in enumerate(states) for t in table[i][0 if s else 1]]
+            rows.append(ids[:at] + prompt + ids[at + 1 :])
+        width = max(len(r) for r in rows)
+        new_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long, device=input_ids.device)
+        new_mask = torch.zeros((len(rows), width), dtype=torch.long, device=input_ids.device)
+        for i, r in enumerate(rows):
+            new_ids[i, width - len(r) :] = torch.tensor(r, device=input_ids.device)
+            new_mask[i, width - len(r) :] = 1
+        return new_ids, new_mask
+
+    @torch.no_grad()
+    def generate(self, input_ids=None, pixel_values=None, attention_mask=None, diagnoses=None, **kwargs):
+        """Diagnose (unless `diagnoses` (B, L) are given), build the diagnostic prompt, then generate the report."""
+        diagnosis = None
+        if pixel_values is not None:
+            patch_features = self.model.encode_volume(pixel_values)
+            kwargs["image_features"] = self.model.get_image_features(patch_features=patch_features)
+            diagnosis = self.model.diagnose(patch_features=patch_features)
+            if diagnoses is None:
+                diagnoses = diagnosis.present
+            else:
+                diagnoses = torch.as_tensor(diagnoses, device=patch_features.device).bool()
+                diagnosis.present = diagnoses
+        dx = self.config.diagnosis_token_id
+        if input_ids is not None and dx is not None and (input_ids == dx).any():
+            if diagnoses is None:
+                raise ValueError("input_ids hold a diagnosis placeholder: pass pixel_values or diagnoses")
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            pad = self.generation_config.pad_token_id
+            pad = self.config.get_text_config().pad_token_id if pad is None else pad
+            input_ids, attention_mask = self.expand_diagnosis_prompts(input_ids, attention_mask, diagnoses, pad or 0)
+        if diagnoses is not None and self.config.prompt_type in ("token", "feature"):
+            kwargs["diagnoses"] = diagnoses
+        output = super().generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if diagnosis is not None and isinstance(output, ModelOutput):
+            output["diagnoses"] = diagnosis
+        return output
+
+
+__all__ = [
+    "DiaLlamaPreTrainedModel",
+    "DiaLlamaModel",
+    "DiaLlamaForConditionalGeneration",
+    "DiaLlamaDiagnosis",
+    "DiaLlamaCausalLMOutput",
+]

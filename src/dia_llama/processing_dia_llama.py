@@ -1,0 +1,405 @@
+"""Dia-LLaMA processors: a 3D volume processor and the volume + tokenizer processor that builds diagnostic prompts.
+
+Hub remote-code file: depends only on numpy, torch and transformers (readers import their libraries lazily).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.feature_extraction_utils import BatchFeature
+from transformers.image_processing_utils import BaseImageProcessor
+from transformers.processing_utils import ProcessorMixin
+
+from .configuration_dia_llama import (
+    DEFAULT_INSTRUCTION,
+    DEFAULT_PROMPT_TEMPLATE,
+    PROMPT_TYPES,
+    resolve_disease_names,
+)
+from .volume_io import Volume, VolumeReadError, read_volume
+
+INTENSITY_MODES = ("minmax", "hu", "uint8")
+RESAMPLE_MODES = ("trilinear", "nearest", "area")
+
+IMAGE_TOKEN = "<image>"
+IMAGE_START_TOKEN = "<image_start>"
+IMAGE_END_TOKEN = "<image_end>"
+DIAGNOSIS_TOKEN = "<dx>"
+DISEASE_TOKEN = "<disease>"
+SPECIAL_TOKENS = [IMAGE_TOKEN, IMAGE_START_TOKEN, IMAGE_END_TOKEN, DIAGNOSIS_TOKEN, DISEASE_TOKEN]
+
+
+class DiaLlamaVolumeProcessor(BaseImageProcessor):
+    """Turns CT volumes (paths, arrays or tensors) into `pixel_values` (B, C, H, W, D) float32.
+
+    Steps: read (NIfTI, NRRD/MHA, DICOM series folder, PNG/JPG slice folder, .npy/.npz, array) → resize to
+    `volume_size` → intensity: `minmax` (per volume to [0, 1], the paper's), `hu` (clip to `hu_window`, then [0, 1]) or
+    `uint8` (8-bit slices / 255) → replicate to `num_channels`.
+    """
+
+    model_input_names = ["pixel_values"]
+
+    def __init__(
+        self,
+        volume_size=(256, 256, 64),
+        num_channels: int = 3,
+        intensity_mode: str = "minmax",
+        hu_window=(-1000.0, 1000.0),
+        resample: str = "trilinear",
+        **kwargs,
+    ):
+        kwargs.pop("image_processor_type", None)
+        super().__init__(**kwargs)
+        self.volume_size = [int(v) for v in volume_size]
+        self.num_channels = int(num_channels)
+        self.intensity_mode = intensity_mode
+        self.hu_window = [float(v) for v in hu_window]
+        self.resample = resample
+        if len(self.volume_size) != 3 or min(self.volume_size) < 1:
+            raise ValueError(f"volume_size must be three positive ints (H, W, D), got {volume_size}")
+        if intensity_mode not in INTENSITY_MODES:
+            raise ValueError(f"intensity_mode must be one of {INTENSITY_MODES}, got {intensity_mode!r}")
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+        if not self.hu_window[0] < self.hu_window[1]:
+            raise ValueError(f"hu_window must be (low, high) with low < high, got {hu_window}")
+
+    def load(self, source, axis_order: str | None = None) -> Volume:
+        """Read one scan into the canonical (H, W, D) layout."""
+        if isinstance(source, Volume):
+            return source
+        return read_volume(source, axis_order=axis_order)
+
+    def resize(self, array: np.ndarray) -> torch.Tensor:
+        """(H, W, D) → (H', W', D') float32 tensor at `volume_size`."""
+        x = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+        if list(x.shape) == self.volume_size:
+            return x
+        x = x[None, None]  # (1, 1, H, W, D)
+        if self.resample == "area":
+            x = F.adaptive_avg_pool3d(x, self.volume_size)
+        elif self.resample == "nearest":
+            x = F.interpolate(x, size=self.volume_size, mode="nearest-exact")
+        else:
+            x = F.interpolate(x, size=self.volume_size, mode="trilinear", align_corners=False)
+        return x[0, 0]
+
+    def scale_intensity(self, x: torch.Tensor, kind: str, source: str) -> torch.Tensor:
+        if self.intensity_mode == "minmax":
+            low, high = x.min(), x.max()
+            return (x - low) / (high - low) if high > low else torch.zeros_like(x)
+        if self.intensity_mode == "hu":
+            if kind == "uint8":
+                raise ValueError(
+                    f"{source}: holds 8-bit image slices, not Hounsfield units; use intensity_mode='uint8' or 'minmax'"
+                )
+            low, high = self.hu_window
+            return (x.clamp(low, high) - low) / (high - low)
+        if kind == "hu":
+            raise ValueError(f"{source}: holds Hounsfield units, not 8-bit slices; use intensity_mode='hu' or 'minmax'")
+        return x.clamp(0, 255) / 255.0
+
+    def process_volume(self, volume: Volume) -> torch.Tensor:
+        """One volume → (C, H, W, D) float32."""
+        array = np.asarray(volume.array)
+        if array.ndim != 3:
+            raise VolumeReadError(f"{volume.source}: expected a 3D volume (H, W, D), got shape {array.shape}")
+        if not np.isfinite(array).all():
+            raise VolumeReadError(f"{volume.source}: contains NaN or infinite values")
+        x = self.scale_intensity(self.resize(array), volume.kind, volume.source)
+        return x.unsqueeze(0).expand(self.num_channels, -1, -1, -1)
+
+    def __call__(self, volumes, return_tensors=None, axis_order: str | None = None, **kwargs) -> BatchFeature:
+        return self.preprocess(volumes, return_tensors=return_tensors, axis_order=axis_order)
+
+    def preprocess(self, volumes, return_tensors=None, axis_order: str | None = None, **kwargs) -> BatchFeature:
+        """`volumes`: one scan or a list of scans (path, Volume, array or tensor)."""
+        if not _is_batch(volumes):
+            volumes = [volumes]
+        if len(volumes) == 0:
+            raise ValueError("no volumes given")
+        pixel_values = torch.stack([self.process_volume(self.load(v, axis_order)) for v in volumes])  # (B, C, H, W, D)
+        data = {"pixel_values": pixel_values if return_tensors == "pt" else pixel_values.numpy()}
+        return BatchFeature(data=data, tensor_type=return_tensors if return_tensors != "pt" else None)
+
+    def to_dict(self):
+        out = super().to_dict()
+        for key in ("_valid_kwargs_names", "_valid_processor_keys"):
+            out.pop(key, None)
+        return out
+
+
+def _is_batch(volumes) -> bool:
+    """A list/tuple of scans (not a nested list that is itself an array)."""
+    if isinstance(volumes, (list, tuple)):
+        return len(volumes) == 0 or not isinstance(volumes[0], (int, float, list))
+    return False
+
+
+class DiaLlamaProcessor(ProcessorMixin):
+    """Volume processor + tokenizer. Builds the Dia-LLaMA prompt:
+
+    ``BOS <image_start> <image>×N <image_end> [diagnostic prompt] instruction [report EOS]``
+
+    The diagnostic prompt is, per disease, ``prompt_template.format(disease=…, state=present_word|absent_word)``
+    (`text`), L `<disease>` soft-prompt slots (`token`/`feature`), or nothing (`none`). Training calls pass `reports`
+    and `disease_labels` (ground truth in the prompt, labels −100 except report + EOS, right padding). Inference
+    calls pass only `volumes` (one `<dx>` placeholder that the model's `generate` expands into its own diagnoses, left
+    padding) or `diagnoses` (a two-step path: the given diagnoses are written into the prompt).
+    """
+
+
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        disease_names="chexpert14",
+        prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        present_word: str = "positive",
+        absent_word: str = "negative",
+        instruction: str = DEFAULT_INSTRUCTION,
+        num_image_tokens: int = 32,
+        prompt_type: str = "text",
+        max_report_tokens: int = 512,
+        chat_template=None,
+        **kwargs,
+    ):
+        super().__init__(image_processor, tokenizer, chat_template=chat_template)
+        self.disease_names = resolve_disease_names(disease_names)
+        self.prompt_template, self.present_word, self.absent_word = prompt_template, present_word, absent_word
+        self.instruction = instruction
+        self.num_image_tokens = int(num_image_tokens)
+        if prompt_type not in PROMPT_TYPES:
+            raise ValueError(f"prompt_type must be one of {PROMPT_TYPES}, got {prompt_type!r}")
+        self.prompt_type = prompt_type
+        self.max_report_tokens = int(max_report_tokens)
+        missing = [t for t in SPECIAL_TOKENS if tokenizer.convert_tokens_to_ids(t) in (None, tokenizer.unk_token_id)]
+        if missing:
+            raise ValueError(
+                f"the tokenizer lacks the special tokens {missing}; add them with "
+                f"tokenizer.add_special_tokens({{'additional_special_tokens': {SPECIAL_TOKENS}}}) and resize the model's "
+                "embeddings"
+            )
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer needs an eos_token")
+        self._token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        self._sentence_ids = [
+            (encode(self.disease_sentence(name, True)), encode(self.disease_sentence(name, False)))
+            for name in self.disease_names
+        ]
+        self._instruction_ids = encode(instruction)
+
+    # -- prompt pieces -------------------------------------------------------------------------------------------------
+    @property
+    def image_token_id(self) -> int:
+        return self._token_ids[IMAGE_TOKEN]
+
+    def disease_sentence(self, disease: str, present: bool) -> str:
+        return self.prompt_template.format(disease=disease, state=self.present_word if present else self.absent_word)
+
+    def diagnostic_prompt(self, present: Sequence[bool]) -> str:
+        """The diagnostic text prompt for one case."""
+        return "".join(self.disease_sentence(n, bool(p)) for n, p in zip(self.disease_names, present))
+
+    def prepare_model_config(self, config) -> None:
+        """Write the token ids and the diagnostic prompt token table into a DiaLlamaConfig."""
+        if list(config.disease_names) != self.disease_names:
+            raise ValueError(f"processor diseases {self.disease_names} differ from the model's {config.disease_names}")
+        config.image_token_id = self._token_ids[IMAGE_TOKEN]
+        config.image_start_token_id = self._token_ids[IMAGE_START_TOKEN]
+        config.image_end_token_id = self._token_ids[IMAGE_END_TOKEN]
+        config.diagnosis_token_id = self._token_ids[DIAGNOSIS_TOKEN]
+        config.disease_token_id = self._token_ids[DISEASE_TOKEN]
+        config.diagnosis_prompt_ids = [[list(p), list(a)] for p, a in self._sentence_ids]
+
+    def prompt_ids(self, states=None) -> list[int]:
+        """Token ids of the prompt. `states` (L,) bools write a text prompt; None leaves a `<dx>` placeholder."""
+        tok = self.tokenizer
+        ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
+        ids += [self._token_ids[IMAGE_START_TOKEN]] + [self._token_ids[IMAGE_TOKEN]] * self.num_image_tokens
+        ids += [self._token_ids[IMAGE_END_TOKEN]]
+        if self.prompt_type == "text":
+            if states is None:
+                ids.append(self._token_ids[DIAGNOSIS_TOKEN])
+            else:
+                for (present_ids, absent_ids), s in zip(self._sentence_ids, states):
+                    ids += present_ids if s else absent_ids
+        elif self.prompt_type in ("token", "feature"):
+            ids += [self._token_ids[DISEASE_TOKEN]] * len(self.disease_names)
+        return ids + self._instruction_ids
+
+    # -- labels --------------------------------------------------------------------------------------------------------
+    def encode_disease_labels(self, disease_labels, batch_size: int) -> np.ndarray:
+        """Accepts (B, L) arrays, lists of {disease: 0|1} dicts, or lists of lists of present disease names."""
+        if isinstance(disease_labels, torch.Tensor):
+            disease_labels = disease_labels.detach().cpu().numpy()
+        rows = []
+        for row in disease_labels:
+            if isinstance(row, Mapping):
+                unknown = [k for k in row if str(k).strip().lower() not in self.disease_names]
+                if unknown:
+                    raise ValueError(f"unknown disease names {unknown}; this processor knows {self.disease_names}")
+                lowered = {str(k).strip().lower(): v for k, v in row.items()}
+                rows.append([float(lowered.get(n, 0)) for n in self.disease_names])
+            elif len(row) and isinstance(next(iter(row)), str):
+                unknown = [k for k in row if k.strip().lower() not in self.disease_names]
+                if unknown:
+                    raise ValueError(f"unknown disease names {unknown}; this processor knows {self.disease_names}")
+                names = {k.strip().lower() for k in row}
+                rows.append([float(n in names) for n in self.disease_names])
+            else:
+                values = np.asarray(row, dtype=np.float32).reshape(-1)
+                if values.shape[0] != len(self.disease_names):
+                    raise ValueError(f"disease label rows need {len(self.disease_names)} values, got {values.shape[0]}")
+                rows.append(values.tolist())
+        labels = np.asarray(rows, dtype=np.float32).reshape(-1, len(self.disease_names))
+        if labels.shape[0] != batch_size:
+            raise ValueError(f"got {labels.shape[0]} disease label rows for a batch of {batch_size}")
+        if not np.isfinite(labels).all() or ((labels != 0) & (labels != 1)).any():
+            raise ValueError("disease labels must be 0 or 1")
+        return labels
+
+    # -- main call -----------------------------------------------------------------------------------------------------
+    def __call__(
+        self,
+        volumes=None,
+        reports=None,
+        disease_labels=None,
+        diagnoses=None,
+        return_tensors: str | None = "pt",
+        padding_side: str | None = None,
+        max_report_tokens: int | None = None,
+        axis_order: str | None = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Build model inputs; see the class docstring for training vs. inference mode."""
+        if isinstance(reports, str):
+            reports = [reports]
+        data = {}
+        batch = None
+        if volumes is not None:
+            data.update(self.image_processor(volumes, return_tensors="pt", axis_order=axis_order))
+            batch = data["pixel_values"].shape[0]
+        if reports is not None:
+            if batch is not None and len(reports) != batch:
+                raise ValueError(f"got {len(reports)} reports for {batch} volumes")
+            batch = len(reports)
+            for i, report in enumerate(reports):
+                if not isinstance(report, str) or not report.strip():
+                    raise ValueError(f"report {i} is empty or not a string")
+        labels_array = None
+        if disease_labels is not None:
+            labels_array = self.encode_disease_labels(disease_labels, batch if batch is not None else len(disease_labels))
+            batch = labels_array.shape[0]
+            data["disease_labels"] = torch.from_numpy(labels_array)
+        states_array = None
+        if diagnoses is not None:
+            states_array = self.encode_disease_labels(diagnoses, batch if batch is not None else len(diagnoses)) > 0.5
+            batch = states_array.shape[0]
+        if batch is None:
+            raise ValueError("give volumes, reports, disease_labels or diagnoses")
+        if reports is not None and self.prompt_type == "text" and labels_array is None and states_array is None:
+            raise ValueError("training inputs (reports) with text prompts need disease_labels (ground truth)")
+
+        limit = self.max_report_tokens if max_report_tokens is None else max_report_tokens
+        rows, label_rows = [], []
+        for i in range(batch):
+            states = None
+            if states_array is not None:
+                states = states_array[i]
+            elif labels_array is not None and reports is not None:
+                states = labels_array[i] > 0.5
+            prompt = self.prompt_ids(states)
+            if reports is None:
+                rows.append(prompt)
+                continue
+            report_ids = self.tokenizer(reports[i].strip(), add_special_tokens=False)["input_ids"][: max(limit - 1, 0)]
+            report_ids = report_ids + [self.tokenizer.eos_token_id]
+            rows.append(prompt + report_ids)
+            label_rows.append([-100] * len(prompt) + report_ids)
+
+        side = padding_side or ("right" if reports is not None else "left")
+        data.update(self.pad(rows, label_rows if reports is not None else None, side))
+        if return_tensors not in ("pt", None):
+            raise ValueError("only return_tensors='pt' is supported")
+        return BatchFeature(data=data)
+
+    def pad(self, rows, label_rows=None, side: str = "right") -> dict:
+        """Dynamic padding to the longest row. Returns input_ids, attention_mask and (if given) labels tensors."""
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long) if label_rows is not None else None
+        for i, row in enumerate(rows):
+            span = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+            if labels is not None:
+                labels[i, span] = torch.tensor(label_rows[i], dtype=torch.long)
+        out = {"input_ids": ids, "attention_mask": mask}
+        if labels is not None:
+            out["labels"] = labels
+        return out
+
+    # -- decoding ------------------------------------------------------------------------------------------------------
+    def _report_start(self, ids: list[int]) -> int:
+        """Index just after the instruction (where the report begins), or 0 if the prompt is not in `ids`."""
+        n = len(self._instruction_ids)
+        for start in range(len(ids) - n, -1, -1):
+            if ids[start : start + n] == self._instruction_ids:
+                return start + n
+        return 0
+
+    def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        """Decode generated sequences to report text (the prompt, if present, is cut off)."""
+        if hasattr(sequences, "sequences"):
+            sequences = sequences.sequences
+        if isinstance(sequences, torch.Tensor):
+            sequences = sequences.tolist()
+        texts = []
+        for ids in sequences:
+            ids = list(ids)
+            text = self.tokenizer.decode(ids[self._report_start(ids) :], skip_special_tokens=skip_special_tokens, **kwargs)
+            texts.append(text.strip())
+        return texts
+
+    def decode(self, ids, **kwargs) -> str:
+        return self.batch_decode([ids], **kwargs)[0]
+
+    def decode_diagnoses(self, sequences) -> list[dict[str, bool]]:
+        """Read the diagnoses written into expanded text prompts: one {disease: present} dict per sequence."""
+        if hasattr(sequences, "sequences"):
+            sequences = sequences.sequences
+        if isinstance(sequences, torch.Tensor):
+            sequences = sequences.tolist()
+        out = []
+        for ids in sequences:
+            ids = list(ids)
+            found = {}
+            for name, (present_ids, absent_ids) in zip(self.disease_names, self._sentence_ids):
+                if _contains(ids, present_ids):
+                    found[name] = True
+                elif _contains(ids, absent_ids):
+                    found[name] = False
+            out.append(found)
+        return out
+
+    @property
+    def model_input_names(self):
+        return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def _contains(ids: list[int], sub: list[int]) -> bool:
+    n = len(sub)
+    return any(ids[i : i + n] == sub for i in range(len(ids) - n + 1))
+
+
+__all__ = ["DiaLlamaVolumeProcessor", "DiaLlamaProcessor", "SPECIAL_TOKENS"]
