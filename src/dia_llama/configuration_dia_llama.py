@@ -217,9 +217,6 @@ class DiaLlamaConfig(PreTrainedConfig):
             _require(len(self.diagnosis_prompt_ids) == self.num_diseases
                      and all(len(pair) == 2 for pair in self.diagnosis_prompt_ids),
                      "diagnosis_prompt_ids must hold (present ids, absent ids) for each disease")
-        if self.prompt_type in ("token", "feature"):
-            _require(self.disease_token_id is not None,
-                     f"prompt_type={self.prompt_type!r} needs disease_token_id (the placeholder of soft disease prompts)")
 
     @property
     def num_diseases(self) -> int:
