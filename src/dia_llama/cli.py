@@ -10,6 +10,8 @@ import sys
 # name → (module, function adding its arguments, function running it, help)
 COMMANDS = {
     "init": ("cli", "add_init_arguments", "run_init", "write an untrained model + processor folder"),
+    "train": ("train", None, "main", "fine-tune with the HF Trainer (arguments: python -m dia_llama.train -h)"),
+    "evaluate": ("evaluate", "add_evaluate_arguments", "run_evaluate", "generate for a split and score it"),
     "score": ("scoring", "add_score_arguments", "run_score", "score predictions against references (NLG + CE)"),
     "label": ("scoring", "add_label_arguments", "run_label", "label reports with a report labeler"),
     "push": ("hub", "add_push_arguments", "run_push", "publish a model folder to the Hugging Face Hub"),
@@ -38,7 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module_name, add_name, run_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        if name == command:
+        if name == command and add_name is not None:
             module = importlib.import_module(f"dia_llama.{module_name}")
             getattr(module, add_name)(p)
             p.set_defaults(func=getattr(module, run_name))
@@ -48,6 +50,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
+    if command in COMMANDS and COMMANDS[command][1] is None:  # pass-through: the module parses its own arguments
+        module_name, _, run_name, _ = COMMANDS[command]
+        rest = argv[argv.index(command) + 1 :]
+        return int(getattr(importlib.import_module(f"dia_llama.{module_name}"), run_name)(rest) or 0)
     args = build_parser(command).parse_args(argv)
     return int(args.func(args) or 0)
 

@@ -193,6 +193,7 @@ class DiaLlamaConfig(PreTrainedConfig):
     temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
     projector_bias: bool = True
     legacy_disease_pooling: bool = False
+    language_model_source: str | None = None
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs):

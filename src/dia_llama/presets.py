@@ -129,6 +129,7 @@ def build_model_and_processor(
 
             llm_config = AutoConfig.from_pretrained(llm)
         config = build_config(preset, len(tokenizer), disease_names, text_config=llm_config, **overrides)
+        config.language_model_source = str(llm)
     else:
         tokenizer = train_tiny_tokenizer()
         config = build_config(preset, len(tokenizer), disease_names, **overrides)
