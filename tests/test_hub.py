@@ -1,0 +1,304 @@
+"""Publishing: staging, model card, one-commit push to a loopback Hub, download and revision pinning."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from dia_llama.hub import (
+    HubStagingError, add_push_arguments, push_to_hub, render_model_card, run_push, stage_for_hub,
+    validate_model_card,
+)
+from hub_server import hub_server_fixture, inprocess_client, run_client_json  # noqa: F401 (fixture)
+
+METRICS = {
+    "dataset": {"name": "CTRG-Chest-548K", "split": "test"},
+    "nlg": {"mode": "coco_raw", "BLEU-1": 51.23, "BLEU-2": 40.85, "BLEU-3": 34.42, "BLEU-4": 29.98,
+            "METEOR": 26.55, "ROUGE-L": 42.77, "CIDEr": 0.4431},
+    "clinical_efficacy": {"labeler": "rule", "micro": {"precision": 0.421, "recall": 0.387, "f1": 0.403},
+                          "macro": {"precision": 0.2, "recall": 0.18, "f1": 0.19}},
+    "diagnosis": {"micro": {"precision": 0.5, "recall": 0.4, "f1": 0.444}},
+}
+REMOTE_CODE = {
+    "configuration_dia_llama.py": "class DiaLlamaConfig: pass\n",
+    "modeling_dia_llama.py": "from .configuration_dia_llama import DiaLlamaConfig\nfrom .volume_io import read\n",
+    "processing_dia_llama.py": "from .volume_io import read\n",
+    "volume_io.py": "def read(path): return path\n",
+}
+UPLOADED = sorted(["config.json", "generation_config.json", "model.safetensors", "processor_config.json",
+                   "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "metrics.json",
+                   "README.md", *REMOTE_CODE])
+
+
+def make_model_dir(path: Path, *, seed: int = 0, shards: int = 1, metrics: dict | None = METRICS) -> Path:
+    """A stand-in `save_pretrained` folder: real safetensors, auto_map config, tokenizer-ish files, remote code."""
+    path.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_type": "dia_llama", "architectures": ["DiaLlamaForConditionalGeneration"],
+        "auto_map": {"AutoConfig": "configuration_dia_llama.DiaLlamaConfig",
+                     "AutoModel": "modeling_dia_llama.DiaLlamaModel",
+                     "AutoModelForImageTextToText": "modeling_dia_llama.DiaLlamaForConditionalGeneration"},
+        "text_config": {"model_type": "llama", "hidden_size": 16, "num_hidden_layers": 1, "vocab_size": 64,
+                        "_name_or_path": "meta-llama/Llama-2-7b-chat-hf"},
+        "vision_config": {"volume_size": [32, 32, 8], "patch_size": [8, 8, 4], "hidden_size": 12,
+                          "num_hidden_layers": 1, "num_latents": 4, "num_channels": 3},
+        "disease_names": ["cardiomegaly", "pleural effusion"], "disease_pooling": "attention",
+    }
+    files = {
+        "config.json": config,
+        "generation_config.json": {"max_new_tokens": 300, "do_sample": False},
+        "processor_config.json": {"processor_class": "DiaLlamaProcessor",
+                                  "auto_map": {"AutoProcessor": "processing_dia_llama.DiaLlamaProcessor"}},
+        "tokenizer.json": {"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}},
+        "tokenizer_config.json": {"tokenizer_class": "PreTrainedTokenizerFast"},
+        "special_tokens_map.json": {"bos_token": "<s>"},
+    }
+    if metrics is not None:
+        files["metrics.json"] = metrics
+    for name, obj in files.items():
+        (path / name).write_text(json.dumps(obj, indent=2))
+    for name, text in REMOTE_CODE.items():
+        (path / name).write_text(text)
+    rng = np.random.default_rng(seed)
+    tensors = {f"layer{i}.weight": rng.standard_normal((64, 32)).astype(np.float32) for i in range(4)}
+    if shards == 1:
+        save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        names, weight_map = sorted(tensors), {}
+        for k in range(shards):
+            shard = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
+            part = {n: tensors[n] for n in names[k::shards]}
+            save_file(part, str(path / shard), metadata={"format": "pt"})
+            weight_map.update({n: shard for n in part})
+        (path / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": 4 * 64 * 32 * 4}, "weight_map": weight_map}))
+    return path
+
+
+def add_training_clutter(path: Path) -> None:
+    """Things a training output folder holds that must not be uploaded (and must not block staging)."""
+    for name in ("optimizer.pt", "scheduler.pt", "training_args.bin", "rng_state.pth", "trainer_state.json",
+                 "zero_to_fp32.py", "notes.txt", "README.md"):
+        (path / name).write_bytes(b"x")
+    for sub in ("checkpoint-10", "runs/exp1"):
+        (path / sub).mkdir(parents=True)
+        (path / sub / "pytorch_model.bin").write_bytes(b"pickle")
+
+
+def listing(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------------------------------------------ staging and card
+def test_stage_copies_exactly_the_upload(tmp_path):
+    model = make_model_dir(tmp_path / "model")
+    add_training_clutter(model)
+    out = stage_for_hub(model, tmp_path / "staged", repo_id="me/dia-llama-tiny")
+    assert out == (tmp_path / "staged").resolve()
+    assert listing(out) == UPLOADED
+    for name in UPLOADED:
+        if name != "README.md":
+            assert (out / name).read_bytes() == (model / name).read_bytes(), name
+    with pytest.raises(HubStagingError, match="not empty"):
+        stage_for_hub(model, out)
+
+    sharded = make_model_dir(tmp_path / "sharded", shards=2, metrics=None)
+    files = listing(stage_for_hub(sharded, tmp_path / "staged2"))
+    assert "model.safetensors.index.json" in files and "metrics.json" not in files
+    assert [f for f in files if f.endswith(".safetensors")] == [f"model-0000{k}-of-00002.safetensors" for k in (1, 2)]
+
+
+def test_model_card_has_valid_model_index_from_metrics(tmp_path):
+    model = make_model_dir(tmp_path / "model")
+    text = (stage_for_hub(model, tmp_path / "staged", repo_id="me/dia-llama-tiny") / "README.md").read_text()
+    card = validate_model_card(text)
+    data = card.data.to_dict()
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-text-to-text"
+    assert data["license"] == "apache-2.0" and data["base_model"] == "meta-llama/Llama-2-7b-chat-hf"
+    assert {"radiology", "ct", "report-generation", "medical", "dia-llama", "3d"} <= set(data["tags"])
+    assert card.data.model_name == "dia-llama-tiny"
+    values = {r.metric_name: r.metric_value for r in card.data.eval_results}
+    for key in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr"):
+        assert values[key] == METRICS["nlg"][key]
+    assert values["CE-F1 (micro, rule labeler)"] == 0.403
+    assert values["CE-P (micro, rule labeler)"] == 0.421
+    assert values["Diagnosis f1 (micro)"] == 0.444
+    report = [r for r in card.data.eval_results if r.task_type == "image-to-text"]
+    assert {(r.dataset_name, r.dataset_split) for r in report} == {("CTRG-Chest-548K", "test")}
+    assert "**Not for clinical use.**" in text and "coco_raw" in text and "`rule`" in text
+    assert 'AutoModelForImageTextToText.from_pretrained(repo_id, trust_remote_code=True' in text
+    assert 'repo_id = "me/dia-llama-tiny"' in text and "MICCAI 2024" in text
+
+    # tolerant of partial / absent metrics; extra metadata merges
+    (model / "metrics.json").write_text(json.dumps({"nlg": {"BLEU-4": 12.5}, "clinical_efficacy": {}}))
+    card = validate_model_card(render_model_card(model, "me/x", extra_metadata={"tags": ["ctrg"]}))
+    assert [(r.metric_name, r.metric_value) for r in card.data.eval_results] == [("BLEU-4", 12.5)]
+    assert "ctrg" in card.data.tags
+    (model / "metrics.json").unlink()
+    card = validate_model_card(render_model_card(model))
+    assert not card.data.eval_results and "model-index" not in card.data.to_dict()
+
+    with pytest.raises(ValueError):
+        validate_model_card(text.replace("**Not for clinical use.**", ""))
+    with pytest.raises(ValueError):
+        validate_model_card(text.replace("    - type: bleu\n", "    - typo: bleu\n", 1))
+
+
+def test_refuses_pickles_and_incomplete_remote_code(tmp_path):
+    model = make_model_dir(tmp_path / "model")
+    (model / "pytorch_model.bin").write_bytes(b"\x80\x02pickle")
+    with pytest.raises(HubStagingError, match="pytorch_model.bin.*safetensors"):
+        stage_for_hub(model, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    (model / "pytorch_model.bin").unlink()
+
+    (model / "volume_io.py").unlink()  # imported by modeling/processing
+    with pytest.raises(HubStagingError, match="volume_io.py"):
+        stage_for_hub(model, tmp_path / "b")
+    (model / "volume_io.py").write_text(REMOTE_CODE["volume_io.py"])
+
+    config = json.loads((model / "config.json").read_text())
+    config["auto_map"]["AutoModel"] = "modeling_missing.DiaLlamaModel"
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HubStagingError, match="modeling_missing.py"):
+        stage_for_hub(model, tmp_path / "c")
+    del config["auto_map"]
+    (model / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HubStagingError, match="auto_map"):
+        stage_for_hub(model, tmp_path / "d")
+
+
+def test_dry_run_and_cli(tmp_path, capsys):
+    model = make_model_dir(tmp_path / "model")
+    assert push_to_hub(model, "me/dia", dry_run_dir=tmp_path / "dry") == (tmp_path / "dry").resolve()
+    assert listing(tmp_path / "dry") == UPLOADED
+    parser = add_push_arguments(argparse.ArgumentParser())
+    args = parser.parse_args([str(model), "me/dia", "--private", "--revision", "v2", "--dry-run",
+                              str(tmp_path / "dry2"), "--commit-message", "hello"])
+    assert (args.private, args.revision, args.commit_message) == (True, "v2", "hello")
+    assert run_push(args) == 0 and "staged in" in capsys.readouterr().out
+    assert listing(tmp_path / "dry2") == UPLOADED
+
+
+# ------------------------------------------------------------------------------------ against the loopback Hub
+PUSH = """
+import json
+from dia_llama.hub import push_to_hub
+urls = [push_to_hub(d, "me/dia-llama-tiny", revision=r, commit_message=m) for d, r, m in {jobs!r}]
+print(json.dumps(urls))
+"""
+
+
+def test_push_one_commit_then_download_identical_bytes(hub_server_fixture, tmp_path):
+    hub = hub_server_fixture
+    model = make_model_dir(tmp_path / "model")
+    add_training_clutter(model)
+    staged = stage_for_hub(model, tmp_path / "staged", repo_id="me/dia-llama-tiny")
+    [url] = run_client_json(PUSH.format(jobs=[(str(model), None, "Add tiny checkpoint")]), hub.endpoint)
+
+    commits = hub.commits("me/dia-llama-tiny")
+    assert [c.title for c in commits] == ["initial commit", "Add tiny checkpoint"]
+    head = commits[-1]
+    assert url.endswith(f"/me/dia-llama-tiny/commit/{head.oid}") and hub.branches("me/dia-llama-tiny") == {
+        "main": head.oid}
+    assert sorted(head.added) == UPLOADED and sorted(head.files) == sorted(UPLOADED + [".gitattributes"])
+    assert head.files["model.safetensors"].lfs and not head.files["config.json"].lfs
+    assert head.files["README.md"].content == (staged / "README.md").read_bytes()
+    assert not hub.is_private("me/dia-llama-tiny")
+    assert any(path.startswith("/__lfs__/upload/") for method, path in hub.requests if method == "PUT")
+
+    got = run_client_json("""
+        import hashlib, json, os
+        from huggingface_hub import hf_hub_download, snapshot_download, HfApi
+        repo = "me/dia-llama-tiny"
+        digest = lambda p: hashlib.sha256(open(p, "rb").read()).hexdigest()
+        one = {f: digest(hf_hub_download(repo, f)) for f in ("model.safetensors", "config.json", "README.md")}
+        snap = snapshot_download(repo)
+        every = {f: digest(os.path.join(snap, f)) for f in os.listdir(snap)}
+        print(json.dumps({"one": one, "snap": every, "files": HfApi().list_repo_files(repo)}))
+    """, hub.endpoint)
+    want = {f: hashlib.sha256((staged / f).read_bytes()).hexdigest() for f in UPLOADED}
+    assert got["one"] == {f: want[f] for f in got["one"]}
+    assert {f: h for f, h in got["snap"].items() if f != ".gitattributes"} == want
+    assert sorted(got["files"]) == sorted(UPLOADED + [".gitattributes"])
+
+
+def test_revision_branch_and_pinned_download(hub_server_fixture, tmp_path):
+    hub = hub_server_fixture
+    v1 = make_model_dir(tmp_path / "v1", seed=1, shards=2)
+    v2 = make_model_dir(tmp_path / "v2", seed=2)
+    v3 = make_model_dir(tmp_path / "v3", seed=3)
+    jobs = [(str(v1), None, "v1"), (str(v2), None, "v2"), (str(v3), "exp", "v3 on a branch")]
+    run_client_json(PUSH.format(jobs=jobs), hub.endpoint)
+    repo = "me/dia-llama-tiny"
+    first, second, third = hub.commits(repo)[1:]
+    assert (first.title, second.title, third.title) == ("v1", "v2", "v3 on a branch")
+    assert hub.branches(repo) == {"main": second.oid, "exp": third.oid} and third.parents == [second.oid]
+    # v2 (single file) replaced v1's shards and index in the same commit
+    assert not any(f.startswith("model-") for f in second.files) and "model.safetensors" in second.files
+    assert sorted(second.deleted) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                      "model.safetensors.index.json"]
+
+    got = run_client_json(f"""
+        import json
+        from huggingface_hub import hf_hub_download, snapshot_download
+        repo = "{repo}"
+        read = lambda **kw: open(hf_hub_download(repo, **kw), "rb").read().hex()
+        out = {{"first": read(filename="model-00001-of-00002.safetensors", revision="{first.oid}"),
+                "main": read(filename="model.safetensors"), "exp": read(filename="model.safetensors", revision="exp"),
+                "pinned_snapshot": sorted(__import__("os").listdir(snapshot_download(repo, revision="{first.oid}")))}}
+        print(json.dumps(out))
+    """, hub.endpoint)
+    assert bytes.fromhex(got["first"]) == (v1 / "model-00001-of-00002.safetensors").read_bytes()
+    assert bytes.fromhex(got["main"]) == (v2 / "model.safetensors").read_bytes()
+    assert bytes.fromhex(got["exp"]) == (v3 / "model.safetensors").read_bytes()
+    assert "model.safetensors.index.json" in got["pinned_snapshot"]
+
+
+def test_private_push_in_process(hub_server_fixture, tmp_path):
+    hub = hub_server_fixture
+    model = make_model_dir(tmp_path / "model", metrics=None)
+    with inprocess_client(hub, tmp_path / "cache"):
+        url = push_to_hub(model, "me/secret", private=True, token="hf_dummy")
+    assert hub.is_private("me/secret") and url.startswith(hub.endpoint)
+    assert len(hub.commits("me/secret")) == 2
+    assert "Bearer hf_dummy" in hub.authorizations
+
+
+def test_server_errors_refs_and_tags(hub_server_fixture):
+    """The error codes and ref APIs the client (and transformers) rely on."""
+    hub = hub_server_fixture
+    hub.create_repo("me/refs")
+    got = run_client_json("""
+        import json
+        from huggingface_hub import HfApi, hf_hub_download
+        from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+        api, repo, out = HfApi(), "me/refs", {}
+        sha = api.upload_file(path_or_fileobj=b"{}", path_in_repo="a/config.json", repo_id=repo).oid
+        api.create_tag(repo, tag="v1.0", revision=sha)
+        for name, call in [("entry", lambda: hf_hub_download(repo, "missing.json")),
+                           ("revision", lambda: hf_hub_download(repo, "a/config.json", revision="nope")),
+                           ("repo", lambda: api.model_info("me/nothing"))]:
+            try:
+                call()
+            except (EntryNotFoundError, RevisionNotFoundError, RepositoryNotFoundError) as exc:
+                out[name] = type(exc).__name__
+        refs = api.list_repo_refs(repo)
+        out["refs"] = [[b.name for b in refs.branches], [t.name for t in refs.tags]]
+        out["tag_sha"] = api.model_info(repo, revision="v1.0").sha == sha
+        out["commits"] = [c.title for c in api.list_repo_commits(repo)]
+        out["tree"] = sorted(e.path for e in api.list_repo_tree(repo))
+        out["exists"] = [api.file_exists(repo, "a/config.json"), api.revision_exists(repo, "nope")]
+        print(json.dumps(out))
+    """, hub.endpoint)
+    assert (got["entry"], got["revision"], got["repo"]) == (
+        "RemoteEntryNotFoundError", "RevisionNotFoundError", "RepositoryNotFoundError")
+    assert got["refs"] == [["main"], ["v1.0"]] and got["tag_sha"]
+    assert got["commits"] == ["Upload a/config.json with huggingface_hub", "initial commit"]
+    assert got["tree"] == [".gitattributes", "a"] and got["exists"] == [True, False]
