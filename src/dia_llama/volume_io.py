@@ -1,0 +1,561 @@
+"""Read CT volumes from common formats into one canonical numpy layout.
+
+Hub remote-code file: imports only the standard library and numpy at module level;
+nibabel, pydicom, SimpleITK, Pillow (and torch) are imported lazily when needed.
+
+Canonical layout: ``array[row, col, slice]``, shape (H, W, D), slices last, in the
+DICOM-LPS radiological display convention:
+
+* rows run anterior -> posterior,
+* columns run patient right -> left (increasing column index = towards patient Left),
+* slices run inferior -> superior.
+
+``spacing`` = (row_spacing_mm, col_spacing_mm, slice_spacing_mm), matching the axes.
+In NIfTI (RAS) terms the data is ``a.transpose(1, 0, 2)`` with affine
+``diag(-col_spacing, -row_spacing, slice_spacing, 1)`` (axis codes L, P, S).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["VolumeReadError", "Volume", "read_volume", "write_nifti", "list_supported_formats"]
+
+ARRAY_SOURCE = "<array>"
+_NIFTI_SUFFIXES = (".nii", ".nii.gz")
+_SITK_SUFFIXES = (".nrrd", ".nhdr", ".mha", ".mhd")
+_DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_NUMPY_SUFFIXES = (".npy", ".npz")
+_NPZ_KEYS = ("volume", "image", "arr_0")
+_AXIAL_IOP = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+class VolumeReadError(ValueError):
+    """A volume could not be read; the message names the file/folder (or "<array>") and the problem."""
+
+
+@dataclass
+class Volume:
+    """A 3D volume in the canonical layout (see module docstring)."""
+
+    array: np.ndarray  # (H, W, D): float32 HU for CT, uint8 for 8-bit slice stacks
+    spacing: tuple[float, float, float]  # mm (row, col, slice); (1.0, 1.0, 1.0) when unknown
+    source: str  # path or "<array>"
+    kind: str  # "hu" | "uint8" | "unknown"
+    meta: dict = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"Volume(shape={tuple(self.array.shape)}, dtype={self.array.dtype}, spacing={self.spacing}, "
+            f"kind={self.kind!r}, source={self.source!r})"
+        )
+
+
+def list_supported_formats() -> list[str]:
+    """Inputs understood by :func:`read_volume` (extensions, folder kinds, in-memory types)."""
+    return [
+        *_NIFTI_SUFFIXES,
+        *_SITK_SUFFIXES,
+        *_DICOM_SUFFIXES,
+        "dicom_folder",
+        "image_folder(" + ",".join(_IMAGE_SUFFIXES) + ")",
+        *_NUMPY_SUFFIXES,
+        "numpy.ndarray",
+        "torch.Tensor",
+    ]
+
+
+# --------------------------------------------------------------------------- helpers
+def _require(module: str, what: str, pip_name: str | None = None):
+    """Import an optional dependency or raise an ImportError telling what to pip install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        pkg = pip_name or module
+        raise ImportError(f"{what} needs {pkg}: pip install {pkg}") from exc
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _check_spacing(spacing: Any, label: str) -> tuple[float, float, float]:
+    try:
+        sp = tuple(float(s) for s in spacing)
+    except (TypeError, ValueError) as exc:
+        raise VolumeReadError(f"{label}: invalid spacing {spacing!r} ({exc})") from exc
+    if len(sp) != 3 or not all(np.isfinite(s) and s > 0 for s in sp):
+        raise VolumeReadError(f"{label}: spacing must be 3 positive finite numbers (mm), got {spacing!r}")
+    return sp  # type: ignore[return-value]
+
+
+def _spacing_or_default(values, label: str, meta: dict) -> tuple[float, float, float]:
+    """File spacing -> 3 positive floats; unusable values become 1.0 (recorded in meta)."""
+    out = []
+    for v in values:
+        v = float("nan") if v is None else float(v)
+        ok = bool(np.isfinite(v) and v > 0)
+        meta["spacing_defaulted"] = meta.get("spacing_defaulted", False) or not ok
+        out.append(v if ok else 1.0)
+    return tuple(out)  # type: ignore[return-value]
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "detach")
+
+
+def _tensor_to_numpy(t) -> np.ndarray:
+    t = t.detach().cpu()
+    try:
+        return t.numpy()
+    except TypeError:  # bfloat16 and other dtypes numpy lacks
+        return t.float().numpy()
+
+
+def _finalize(arr: np.ndarray, label: str, *, keep_uint8: bool) -> np.ndarray:
+    """Validate (3D, non-empty, finite) and cast: uint8 stays uint8 if ``keep_uint8``, else float32."""
+    if arr.ndim != 3:
+        raise VolumeReadError(f"{label}: expected a 3D volume, got {arr.ndim}D data with shape {tuple(arr.shape)}")
+    if arr.size == 0:
+        raise VolumeReadError(f"{label}: volume is empty (zero-size, shape {tuple(arr.shape)})")
+    if arr.dtype.kind not in "biuf":
+        raise VolumeReadError(f"{label}: unsupported data type {arr.dtype}")
+    if not (keep_uint8 and arr.dtype == np.uint8):
+        arr = arr.astype(np.float32, copy=False)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        problem = "NaN" if np.isnan(arr).any() else "inf"
+        raise VolumeReadError(f"{label}: volume contains {problem} values")
+    return np.ascontiguousarray(arr)
+
+
+def _axes_to_hwd(arr: np.ndarray, axis_order: str, label: str) -> np.ndarray:
+    """Reorder an array with declared axes (letters H, W, D and optional unit C) to (H, W, D)."""
+    order = axis_order.upper()
+    if sorted(order.replace("C", "")) != ["D", "H", "W"] or order.count("C") > 1:
+        raise VolumeReadError(
+            f"{label}: invalid axis_order {axis_order!r}; use e.g. 'HWD', 'DHW', 'WHD', 'CHWD', 'HWDC', 'CDHW'"
+        )
+    if arr.ndim != len(order):
+        raise VolumeReadError(
+            f"{label}: array of shape {tuple(arr.shape)} ({arr.ndim}D) does not match axis_order {order!r}; "
+            "expected a 3D volume (or 4D with a unit channel axis, e.g. axis_order='CHWD')"
+        )
+    if "C" in order:
+        c = order.index("C")
+        if arr.shape[c] != 1:
+            raise VolumeReadError(
+                f"{label}: {arr.ndim}D array of shape {tuple(arr.shape)} has a channel axis of size {arr.shape[c]} "
+                f"(axis_order {axis_order!r}), expected 1"
+            )
+        arr = np.squeeze(arr, axis=c)
+        order = order.replace("C", "")
+    return arr.transpose([order.index(a) for a in "HWD"])
+
+
+# --------------------------------------------------------------------------- NIfTI
+def write_nifti(path, array_hwd, spacing=(1.0, 1.0, 1.0), *, dtype=np.int16) -> None:
+    """Write a canonical (H, W, D) array as NIfTI so that ``read_volume`` returns it exactly.
+
+    Stores ``array_hwd.transpose(1, 0, 2)`` with affine ``diag(-col_sp, -row_sp, slice_sp, 1)``
+    (qform/sform code 1, zooms set, mm units). Integer ``dtype`` rounds the values and raises
+    ValueError if they do not fit (no silent clipping). Parent folders are created.
+    """
+    nib = _require("nibabel", "writing NIfTI")
+    path = Path(path)
+    if _suffix(path) not in _NIFTI_SUFFIXES:
+        raise ValueError(f"{path}: NIfTI file name must end with .nii or .nii.gz")
+    a = _tensor_to_numpy(array_hwd) if _is_torch_tensor(array_hwd) else np.asarray(array_hwd)
+    if a.ndim != 3 or a.size == 0:
+        raise ValueError(f"{path}: expected a non-empty (H, W, D) array, got shape {a.shape}")
+    row_sp, col_sp, slice_sp = _check_spacing(spacing, str(path))
+    dt = np.dtype(dtype)
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ValueError(f"{path}: array contains NaN or inf values")
+    if dt.kind in "iu":
+        if a.dtype.kind == "f":
+            a = np.rint(a)
+        info = np.iinfo(dt)
+        if a.min() < info.min or a.max() > info.max:
+            raise ValueError(f"{path}: values [{a.min()}, {a.max()}] do not fit {dt} [{info.min}, {info.max}]")
+    data = np.ascontiguousarray(a.astype(dt).transpose(1, 0, 2))  # (W, H, D) = (x->L, y->P, z->S)
+    affine = np.diag([-col_sp, -row_sp, slice_sp, 1.0])
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_data_dtype(dt)
+    img.set_qform(affine, code=1)
+    img.set_sform(affine, code=1)
+    img.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(img, str(path))
+
+
+def _read_nifti(path: Path) -> Volume:
+    nib = _require("nibabel", "reading NIfTI")
+    from nibabel import orientations as nio
+
+    label = str(path)
+    meta: dict[str, Any] = {"format": "nifti"}
+    try:
+        img = nib.load(label)
+        shape = img.shape
+        if len(shape) == 4 and shape[3] == 1:
+            img = img.slicer[..., 0]
+        elif len(shape) != 3:
+            raise VolumeReadError(f"{label}: expected a 3D NIfTI volume, got {len(shape)}D data with shape {shape}")
+        raw = np.asanyarray(img.dataobj)  # applies scl_slope/inter (returns stored dtype when unscaled)
+        hdr = img.header
+        if int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0:
+            warnings.warn(f"{label}: NIfTI has no qform/sform; orientation taken from nibabel's default affine")
+        ornt = nio.io_orientation(img.affine)
+        if np.isnan(ornt).any():
+            raise VolumeReadError(f"{label}: NIfTI affine is degenerate, cannot determine orientation")
+        xform = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
+        data = nio.apply_orientation(raw, xform)  # (x->L, y->P, z->S)
+        zooms = [0.0, 0.0, 0.0]
+        for j, z in enumerate(hdr.get_zooms()[:3]):
+            zooms[int(xform[j, 0])] = float(str(np.float32(z)))  # shortest decimal: 0.7f -> 0.7, not 0.69999
+        meta["orientation"] = "".join(nio.aff2axcodes(img.affine))
+        meta["affine"] = img.affine.tolist()
+    except (VolumeReadError, ImportError):
+        raise
+    except Exception as exc:
+        raise VolumeReadError(f"{label}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+    arr = _finalize(data.transpose(1, 0, 2), label, keep_uint8=True)  # (H, W, D) = (P, L, S)
+    kind = "uint8" if arr.dtype == np.uint8 else "hu"
+    spacing = _spacing_or_default((zooms[1], zooms[0], zooms[2]), label, meta)
+    return Volume(arr, spacing, label, kind, meta)
+
+
+# --------------------------------------------------------------------------- NRRD / MetaImage
+def _read_sitk(path: Path) -> Volume:
+    sitk = _require("SimpleITK", f"reading {_suffix(path)}")
+    label = str(path)
+    meta: dict[str, Any] = {"format": _suffix(path).lstrip(".")}
+    try:
+        img = sitk.ReadImage(label)
+        if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+            img = img[:, :, :, 0]
+        if img.GetDimension() != 3:
+            raise VolumeReadError(f"{label}: expected a 3D volume, got {img.GetDimension()}D image {img.GetSize()}")
+        if img.GetNumberOfComponentsPerPixel() != 1:
+            raise VolumeReadError(
+                f"{label}: expected a scalar volume, got {img.GetNumberOfComponentsPerPixel()} components per voxel"
+            )
+        meta["orientation"] = sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(img.GetDirection())
+        img = sitk.DICOMOrient(img, "LPS")  # index axes (x, y, z) -> (L, P, S)
+        data = sitk.GetArrayFromImage(img)  # (z, y, x)
+        sx, sy, sz = img.GetSpacing()
+        meta["origin"] = img.GetOrigin()
+    except (VolumeReadError, ImportError):
+        raise
+    except Exception as exc:
+        raise VolumeReadError(f"{label}: cannot read {meta['format']} ({type(exc).__name__}: {exc})") from exc
+    arr = _finalize(data.transpose(1, 2, 0), label, keep_uint8=True)  # (y, x, z) = (H, W, D)
+    kind = "uint8" if arr.dtype == np.uint8 else "hu"
+    return Volume(arr, _spacing_or_default((sy, sx, sz), label, meta), label, kind, meta)
+
+
+# --------------------------------------------------------------------------- DICOM
+def _reorient_lps(arr: np.ndarray, dirs: np.ndarray, spacing, label: str):
+    """Permute/flip (A0, A1, A2) so axes run (P, L, S); ``dirs[:, i]`` = LPS direction of axis i."""
+    world = np.argmax(np.abs(dirs), axis=0)  # world axis (0=L, 1=P, 2=S) of each array axis
+    if sorted(world.tolist()) != [0, 1, 2]:
+        raise VolumeReadError(f"{label}: cannot map DICOM orientation {dirs.T.round(3).tolist()} to LPS axes")
+    for i in range(3):
+        if dirs[world[i], i] < 0:
+            arr = np.flip(arr, axis=i)
+    out_of_world = {1: 0, 0: 1, 2: 2}  # canonical output axis for world P, L, S
+    perm = [0, 0, 0]
+    for i in range(3):
+        perm[out_of_world[int(world[i])]] = i
+    return arr.transpose(perm), tuple(spacing[p] for p in perm)
+
+
+def _dcm_float_list(ds, keyword: str, n: int):
+    val = ds.get(keyword)
+    if val is None:
+        return None
+    try:
+        out = [float(v) for v in val]
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n else None
+
+
+def _modality_lut():
+    try:
+        from pydicom.pixels import apply_modality_lut  # pydicom >= 3
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    return apply_modality_lut
+
+
+def _read_dicom_headers(files: list[Path], pydicom):
+    """Headers of the readable image DICOMs among ``files``; returns (datasets, n_skipped)."""
+    headers, skipped = [], 0
+    for f in files:
+        try:
+            ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except Exception:  # not DICOM (README, thumbnails, garbage) -> skipped
+            skipped += 1
+            continue
+        if "Rows" not in ds or "Columns" not in ds:  # DICOMDIR, SR, presentation states, ...
+            skipped += 1
+            continue
+        ds.filename = str(f)
+        headers.append(ds)
+    return headers, skipped
+
+
+def _read_dicom(source: Path, files: list[Path]) -> Volume:
+    pydicom = _require("pydicom", "reading DICOM")
+    label = str(source)
+    headers, skipped = _read_dicom_headers(files, pydicom)
+    if not headers:
+        if source.is_file():
+            raise VolumeReadError(f"{label}: not a valid DICOM image file (unreadable or no pixel data)")
+        n_sub = sum(1 for p in source.iterdir() if p.is_dir())
+        hint = f"; it has {n_sub} subfolder(s), pass a series folder" if n_sub else ""
+        raise VolumeReadError(f"{label}: no DICOM files in {label} ({skipped} non-DICOM file(s) skipped{hint})")
+
+    series: dict[str, list] = {}
+    for ds in headers:
+        series.setdefault(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")), []).append(ds)
+
+    def is_axial(items) -> bool:
+        iop = _dcm_float_list(items[0], "ImageOrientationPatient", 6)
+        return iop is None or bool(np.allclose(np.abs(iop), _AXIAL_IOP, atol=0.1))
+
+    uid = max(series, key=lambda u: (is_axial(series[u]), len(series[u])))
+    chosen = series[uid]
+    if len(series) > 1:
+        sizes = ", ".join(f"{u} ({len(v)} files)" for u, v in series.items())
+        warnings.warn(
+            f"{label}: found {len(series)} series [{sizes}]; using the largest axial one {uid} ({len(chosen)} slices)"
+        )
+    meta: dict[str, Any] = {
+        "format": "dicom",
+        "series_uid": uid,
+        "n_series_found": len(series),
+        "n_files_skipped": skipped,
+        "modality": str(chosen[0].get("Modality", "")),
+    }
+
+    # Geometry: all slices must share size and orientation.
+    first = chosen[0]
+    rows, cols = int(first.Rows), int(first.Columns)
+    for ds in chosen[1:]:
+        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
+            raise VolumeReadError(
+                f"{label}: slices differ in size within series {uid}: {ds.filename} is "
+                f"{int(ds.Rows)}x{int(ds.Columns)} (Rows x Columns), {first.filename} is {rows}x{cols}"
+            )
+    iop = _dcm_float_list(first, "ImageOrientationPatient", 6)
+    if iop is None:
+        iop = _AXIAL_IOP.tolist()
+        meta["orientation_assumed"] = True
+    for ds in chosen[1:]:
+        other = _dcm_float_list(ds, "ImageOrientationPatient", 6)
+        if other is not None and not np.allclose(other, iop, atol=1e-2):
+            raise VolumeReadError(f"{label}: slices have different ImageOrientationPatient ({ds.filename})")
+    row_cos, col_cos = np.array(iop[:3]), np.array(iop[3:])  # along a row (col index), along a column (row index)
+    normal = np.cross(row_cos, col_cos)
+    meta["image_orientation_patient"] = [float(v) for v in iop]
+
+    # Slice order: position along the normal, falling back to InstanceNumber.
+    positions = [_dcm_float_list(ds, "ImagePositionPatient", 3) for ds in chosen]
+    thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
+    slice_sp = float(thickness) if thickness else None
+    if all(p is not None for p in positions):
+        z = np.array([float(np.dot(p, normal)) for p in positions])
+        order = np.argsort(z, kind="stable")
+        chosen, z = [chosen[i] for i in order], z[order]
+        if len(z) > 1:
+            gaps = np.diff(z)
+            if (gaps < 1e-3).any():
+                i = int(np.argmax(gaps < 1e-3))
+                raise VolumeReadError(
+                    f"{label}: duplicate slice positions ({z[i]:.3f} mm) in "
+                    f"{chosen[i].filename} and {chosen[i + 1].filename}"
+                )
+            slice_sp = float(np.median(gaps))
+            if gaps.max() - gaps.min() > 0.01 * slice_sp + 1e-3:
+                meta["slice_spacing_range"] = (float(gaps.min()), float(gaps.max()))
+                warnings.warn(
+                    f"{label}: non-uniform slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); "
+                    f"using median {slice_sp:.3f}"
+                )
+    else:
+        if len(chosen) > 1:
+            warnings.warn(f"{label}: ImagePositionPatient missing; ordering slices by InstanceNumber")
+        meta["sorted_by"] = "InstanceNumber"
+        chosen = sorted(chosen, key=lambda ds: int(ds.get("InstanceNumber") or 0))
+
+    apply_modality_lut = _modality_lut()
+    slices = []
+    has_rescale = False
+    for ds_h in chosen:
+        f = ds_h.filename
+        try:
+            ds = pydicom.dcmread(f)
+            if int(ds.get("NumberOfFrames") or 1) > 1 or int(ds.get("SamplesPerPixel") or 1) != 1:
+                raise VolumeReadError(
+                    f"{label}: {f} is multi-frame or colour DICOM, which is not supported "
+                    "(convert to a series or NIfTI)"
+                )
+            px = ds.pixel_array  # (Rows, Cols)
+            has_rescale |= "RescaleSlope" in ds or "RescaleIntercept" in ds
+            slices.append(np.asarray(apply_modality_lut(px, ds), dtype=np.float32))
+        except (VolumeReadError, ImportError):
+            raise
+        except Exception as exc:
+            raise VolumeReadError(
+                f"{label}: cannot decode DICOM pixel data of {f} ({type(exc).__name__}: {exc}); compressed transfer "
+                "syntaxes may need: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+            ) from exc
+    arr = np.stack(slices, axis=-1)  # (Rows, Cols, S): rows along col_cos, cols along row_cos, slices along normal
+    ps = _dcm_float_list(first, "PixelSpacing", 2) or [None, None]
+    spacing = _spacing_or_default((ps[0], ps[1], slice_sp), label, meta)
+    arr, spacing = _reorient_lps(arr, np.stack([col_cos, row_cos, normal], axis=1), spacing, label)
+    meta["n_slices"] = len(slices)
+    kind = "hu" if meta["modality"].upper() == "CT" or has_rescale else "unknown"
+    return Volume(_finalize(arr, label, keep_uint8=False), spacing, label, kind, meta)
+
+
+# --------------------------------------------------------------------------- image slice folders
+def _natural_key(name: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def _read_image_folder(folder: Path, files: list[Path]) -> Volume:
+    Image = _require("PIL.Image", "reading image slices", pip_name="pillow")
+    label = str(folder)
+    images = sorted((f for f in files if f.suffix.lower() in _IMAGE_SUFFIXES), key=lambda p: _natural_key(p.name))
+    slices, size0 = [], None
+    for f in images:
+        try:
+            with Image.open(f) as im:
+                im.load()
+                if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+                    raise VolumeReadError(
+                        f"{label}: {f.name} is a 16-bit/float image (mode {im.mode}); only 8-bit slices are "
+                        "supported, use DICOM/NIfTI for HU data"
+                    )
+                sl = np.asarray(im.convert("L"), dtype=np.uint8)  # (H, W)
+        except VolumeReadError:
+            raise
+        except Exception as exc:
+            raise VolumeReadError(f"{label}: cannot read image slice {f.name} ({type(exc).__name__}: {exc})") from exc
+        if size0 is None:
+            size0 = sl.shape
+        elif sl.shape != size0:
+            raise VolumeReadError(
+                f"{label}: slice {f.name} has size {sl.shape[0]}x{sl.shape[1]}, "
+                f"expected {size0[0]}x{size0[1]} like {images[0].name}"
+            )
+        slices.append(sl)
+    meta = {"format": "image_folder", "files": [f.name for f in images], "n_files_skipped": len(files) - len(images)}
+    arr = _finalize(np.stack(slices, axis=-1), label, keep_uint8=True)  # (H, W, D)
+    return Volume(arr, (1.0, 1.0, 1.0), label, "uint8", meta)
+
+
+# --------------------------------------------------------------------------- numpy / in-memory
+def _read_numpy_file(path: Path, axis_order: str) -> Volume:
+    label = str(path)
+    try:
+        if _suffix(path) == ".npy":
+            arr = np.load(label, allow_pickle=False)
+        else:
+            with np.load(label, allow_pickle=False) as z:
+                keys = list(z.keys())
+                key = keys[0] if len(keys) == 1 else next((k for k in _NPZ_KEYS if k in keys), None)
+                if key is None:
+                    raise VolumeReadError(
+                        f"{label}: .npz has arrays {keys}; expected a single array or one named {list(_NPZ_KEYS)}"
+                    )
+                arr = z[key]
+    except VolumeReadError:
+        raise
+    except Exception as exc:
+        raise VolumeReadError(f"{label}: cannot read {_suffix(path)} ({type(exc).__name__}: {exc})") from exc
+    vol = _from_array(arr, axis_order, label)
+    vol.meta["format"] = _suffix(path).lstrip(".")
+    return vol
+
+
+def _from_array(arr: np.ndarray, axis_order: str, label: str) -> Volume:
+    arr = np.asarray(arr)
+    if arr.ndim not in (3, 4):
+        raise VolumeReadError(
+            f"{label}: expected a 3D volume (or 4D with a unit channel axis), "
+            f"got {arr.ndim}D array of shape {arr.shape}"
+        )
+    hwd = _axes_to_hwd(arr, axis_order, label)
+    out = _finalize(hwd, label, keep_uint8=True)
+    kind = "uint8" if out.dtype == np.uint8 else "unknown"
+    return Volume(out, (1.0, 1.0, 1.0), label, kind, {"format": "array", "axis_order": axis_order.upper()})
+
+
+# --------------------------------------------------------------------------- dispatch
+def read_volume(source, *, axis_order: str | None = None, spacing=None) -> Volume:
+    """Read a CT volume into the canonical (H, W, D) LPS layout (see module docstring).
+
+    ``source``: a ``.nii``/``.nii.gz``, ``.nrrd``/``.nhdr``/``.mha``/``.mhd``, ``.npy``/``.npz`` or DICOM
+    file, a DICOM series folder, a folder of PNG/JPG/BMP/TIF slices, a numpy array or a torch tensor.
+    A single 2D DICOM file gives a volume of depth 1.
+    ``axis_order``: axes of an array / ``.npy`` / ``.npz`` input (default "HWD"; also "DHW", "WHD",
+    "CHWD", "HWDC", "CDHW", ... with a unit channel axis C); not allowed for other formats.
+    ``spacing``: (row, col, slice) mm in the canonical order; overrides the file's spacing
+    (which is kept in ``meta["spacing_from_file"]``).
+    Raises VolumeReadError (a ValueError) naming the source and the problem; ImportError naming
+    the package to install when an optional reader is missing.
+    """
+    if isinstance(source, np.ndarray) or _is_torch_tensor(source):
+        arr = _tensor_to_numpy(source) if _is_torch_tensor(source) else source
+        vol = _from_array(arr, axis_order or "HWD", ARRAY_SOURCE)
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source).expanduser()
+        vol = _read_path(path, axis_order)
+    else:
+        raise VolumeReadError(f"{source!r}: unsupported source type {type(source).__name__}")
+    if spacing is not None:
+        vol.meta["spacing_from_file"] = vol.spacing
+        vol.spacing = _check_spacing(spacing, vol.source)
+    return vol
+
+
+def _read_path(path: Path, axis_order: str | None) -> Volume:
+    label = str(path)
+    if not path.exists():
+        raise VolumeReadError(f"{label}: no such file or folder (path does not exist)")
+    suffix = _suffix(path)
+    if axis_order is not None and not (path.is_file() and suffix in _NUMPY_SUFFIXES):
+        raise VolumeReadError(f"{label}: axis_order is only for arrays and .npy/.npz files (this source has its own)")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        n_img = sum(p.suffix.lower() in _IMAGE_SUFFIXES for p in files)
+        if n_img and 2 * n_img >= len(files):
+            return _read_image_folder(path, files)
+        return _read_dicom(path, files)
+    if suffix in _NIFTI_SUFFIXES:
+        return _read_nifti(path)
+    if suffix in _SITK_SUFFIXES:
+        return _read_sitk(path)
+    if suffix in _NUMPY_SUFFIXES:
+        return _read_numpy_file(path, axis_order or "HWD")
+    if suffix in _DICOM_SUFFIXES or suffix == "":
+        return _read_dicom(path, [path])
+    if suffix in _IMAGE_SUFFIXES:
+        raise VolumeReadError(f"{label}: a single 2D image is not a volume; pass the folder of slices")
+    raise VolumeReadError(
+        f"{label}: unknown file extension {suffix!r}; supported: {', '.join(list_supported_formats())}"
+    )
