@@ -66,6 +66,6 @@ def test_half_precision_inference(tiny_model_dir, scans, dtype):
 
 def test_device_map_auto(tiny_model_dir, scans):
     model, processor = load_for_inference(str(tiny_model_dir), device_map="auto")
-    assert hasattr(model, "hf_device_map")
+    assert model.device.type == "cpu"  # the only device here; accelerate places every module on it
     out = model.generate(**processor(volumes=[str(scans[0])]), max_new_tokens=2)
     assert out.shape[0] == 1
