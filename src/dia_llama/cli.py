@@ -10,12 +10,15 @@ import sys
 # name → (module, function adding its arguments, function running it, help)
 COMMANDS = {
     "init": ("cli", "add_init_arguments", "run_init", "write an untrained model + processor folder"),
+    "synth": ("cli", "add_synth_arguments", "run_synth", "write the synthetic chest-CT benchmark (NIfTI + manifest)"),
+    "preprocess": ("data.cache", "add_preprocess_arguments", "run_preprocess", "cache processed volumes for training"),
     "train": ("train", None, "main", "fine-tune with the HF Trainer (arguments: python -m dia_llama.train -h)"),
     "evaluate": ("evaluate", "add_evaluate_arguments", "run_evaluate", "generate for a split and score it"),
     "demo": ("demo", "add_demo_arguments", "run_demo_command", "the end-to-end demo on the synthetic benchmark (CPU)"),
     "generate": ("inference", "add_generate_arguments", "run_generate", "diagnose scans and write their reports"),
     "score": ("scoring", "add_score_arguments", "run_score", "score predictions against references (NLG + CE)"),
     "label": ("scoring", "add_label_arguments", "run_label", "label reports with a report labeler"),
+    "convert-official": ("convert", "add_convert_arguments", "run_convert", "import the paper authors' weights"),
     "push": ("hub", "add_push_arguments", "run_push", "publish a model folder to the Hugging Face Hub"),
 }
 
@@ -33,6 +36,34 @@ def run_init(args) -> int:
 
     out = init_model_dir(args.out_dir, preset=args.preset, llm=args.llm, disease_names=args.disease_set, seed=args.seed)
     print(f"wrote an untrained {args.preset} Dia-LLaMA to {out}")
+    return 0
+
+
+def add_synth_arguments(p) -> None:
+    p.add_argument("out_dir")
+    p.add_argument("--num-cases", type=int, default=300)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--disease-set", default="chexpert14", choices=["chexpert14", "ctrate18"])
+    p.add_argument("--volume-size", type=int, nargs=3, default=(128, 128, 64), metavar=("H", "W", "D"))
+    p.add_argument("--num-workers", type=int, default=1)
+    p.add_argument("--prevalence", default=None, help='JSON {disease: prevalence} overriding the defaults')
+    p.add_argument("--rare-prevalence", type=float, default=None,
+                   help="set every rare class (< 5 %% by default) to this prevalence")
+
+
+def run_synth(args) -> int:
+    import json
+
+    from .data.synthetic import DEFAULT_PREVALENCE, synthesize_benchmark
+
+    prevalence = json.loads(args.prevalence) if args.prevalence else None
+    if args.rare_prevalence is not None:
+        prevalence = dict(DEFAULT_PREVALENCE[args.disease_set], **(prevalence or {}))
+        prevalence = {k: (args.rare_prevalence if v < 0.05 else v) for k, v in prevalence.items()}
+    manifest = synthesize_benchmark(args.out_dir, num_cases=args.num_cases, seed=args.seed,
+                                    disease_set=args.disease_set, volume_size=tuple(args.volume_size),
+                                    prevalence=prevalence, num_workers=args.num_workers, progress=True)
+    print(f"wrote {args.num_cases} cases: {manifest}")
     return 0
 
 
