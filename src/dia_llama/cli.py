@@ -15,6 +15,7 @@ COMMANDS = {
     "train": ("train", None, "main", "fine-tune with the HF Trainer (arguments: python -m dia_llama.train -h)"),
     "evaluate": ("evaluate", "add_evaluate_arguments", "run_evaluate", "generate for a split and score it"),
     "demo": ("demo", "add_demo_arguments", "run_demo_command", "the end-to-end demo on the synthetic benchmark (CPU)"),
+    "ablate": ("ablate", "add_ablate_arguments", "run_ablate", "the paper's ablations on the synthetic benchmark"),
     "generate": ("inference", "add_generate_arguments", "run_generate", "diagnose scans and write their reports"),
     "score": ("scoring", "add_score_arguments", "run_score", "score predictions against references (NLG + CE)"),
     "label": ("scoring", "add_label_arguments", "run_label", "label reports with a report labeler"),

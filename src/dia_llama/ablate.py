@@ -1,0 +1,192 @@
+"""`dia-llama ablate`: the paper's ablations (Tables 2–3, Figure 2) on the synthetic benchmark, identical budgets.
+
+Each (setting, seed) trains the chosen preset from scratch with the same steps, batch and learning rate, then is
+evaluated on the test split. Finished runs are skipped, so an interrupted study resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+# name → (paper row label, config overrides)
+SETTINGS = {
+    "baseline": ("Baseline (no diagnostic prompt)", dict(prompt_type="none", disease_pooling="attention", diagnosis_head="prototype")),
+    "dtp_mean_linear": ("DTP, mean pooling + linear head", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="linear")),
+    "dtp_daa": ("DTP + DAA", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="linear")),
+    "dtp_dpm": ("DTP + DPM (no DAA)", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="prototype")),
+    "full": ("Full model (DTP + DAA + DPM)", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="prototype")),
+    "prompt_token": ("Token prompt", dict(prompt_type="token", disease_pooling="attention", diagnosis_head="prototype")),
+    "prompt_feature": ("Feature prompt", dict(prompt_type="feature", disease_pooling="attention", diagnosis_head="prototype")),
+}
+TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full"]
+TABLE3 = [("none", "baseline"), ("text", "full"), ("token", "prompt_token"), ("feature", "prompt_feature")]
+COLUMNS = [("CE P", ("clinical_efficacy", "micro", "precision"), 1), ("CE R", ("clinical_efficacy", "micro", "recall"), 1),
+           ("CE F1", ("clinical_efficacy", "micro", "f1"), 1), ("BLEU-1", ("nlg", "coco_raw", "BLEU-1"), 0.01),
+           ("BLEU-4", ("nlg", "coco_raw", "BLEU-4"), 0.01), ("METEOR", ("nlg", "coco_raw", "METEOR"), 0.01),
+           ("ROUGE-L", ("nlg", "coco_raw", "ROUGE-L"), 0.01), ("Dx F1", ("diagnosis", "micro", "f1"), 1)]
+
+
+def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: int, batch_size: int,
+            learning_rate: float, cache_dir=None, eval_limit=None) -> dict:
+    """Train + evaluate one (setting, seed); returns metrics (cached in out/metrics.json)."""
+    metrics_path = out / "metrics.json"
+    if metrics_path.exists():
+        return json.loads(metrics_path.read_text())
+    from .evaluate import evaluate_model, load_model_and_processor
+    from .train import main as train_main
+
+    overrides = SETTINGS[setting][1]
+    model_dir = out / "model"
+    if not (model_dir / "model.safetensors").exists():
+        args = ["--preset", preset, "--data", str(data), "--output_dir", str(model_dir), "--max_steps", str(max_steps),
+                "--per_device_train_batch_size", str(batch_size), "--learning_rate", str(learning_rate),
+                "--lr_scheduler_type", "cosine", "--warmup_steps", str(min(30, max_steps // 10)), "--weight_decay", "0.0",
+                "--logging_steps", "50", "--save_strategy", "no", "--eval_strategy", "no", "--use_cpu", "true",
+                "--seed", str(seed), "--model_seed", str(seed), "--report_to", "none", "--disable_tqdm", "true"]
+        if cache_dir:
+            args += ["--cache_dir", str(cache_dir)]
+        for key, value in overrides.items():
+            args += [f"--{key}", str(value)]
+        train_main(args)
+    model, processor = load_model_and_processor(model_dir)
+    metrics = evaluate_model(model, data, "test", out, batch_size=16, cache_dir=cache_dir, limit=eval_limit,
+                             processor=processor, progress=False)
+    metrics["setting"], metrics["seed"] = setting, seed
+    metrics_path.write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+def _get(metrics: dict, path) -> float:
+    value = metrics
+    for key in path:
+        value = value[key]
+    return float(value)
+
+
+def aggregate(results: dict[str, list[dict]]) -> dict:
+    """Mean ± std over seeds of each column, per setting."""
+    table = {}
+    for setting, runs in results.items():
+        row = {}
+        for name, path, scale in COLUMNS:
+            values = np.array([_get(m, path) * (1 / scale if scale != 1 else 1) for m in runs])
+            row[name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+        table[setting] = row
+    return table
+
+
+def per_disease_f1(results: dict[str, list[dict]]) -> dict:
+    """Mean diagnosis F1 per disease, per setting."""
+    out = {}
+    for setting, runs in results.items():
+        names = list(runs[0]["diagnosis"]["per_class"])
+        out[setting] = {n: float(np.mean([m["diagnosis"]["per_class"][n]["f1"] for m in runs])) for n in names}
+    return out
+
+
+def rare_macro_f1(results, train_counts: dict[str, int], n_train: int, threshold: float = 0.05) -> dict:
+    rare = [n for n, c in train_counts.items() if 0 < c < threshold * n_train]
+    f1 = per_disease_f1(results)
+    return {s: (float(np.mean([f1[s][n] for n in rare])) if rare else float("nan")) for s in f1}, rare
+
+
+def plot_figure2(results, train_counts: dict[str, int], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    f1 = per_disease_f1(results)
+    names = sorted(train_counts, key=lambda n: train_counts[n])
+    names = [n for n in names if any(n in f1[s] for s in f1)]
+    x = np.arange(len(names))
+    width = 0.8 / max(len(f1), 1)
+    fig, ax = plt.subplots(figsize=(12, 4.5))
+    for i, (setting, row) in enumerate(f1.items()):
+        ax.bar(x + (i - len(f1) / 2) * width + width / 2, [row.get(n, 0) for n in names], width, label=SETTINGS[setting][0])
+    ax.set_xticks(x, [f"{n}\n({train_counts[n]})" for n in names], rotation=60, ha="right", fontsize=8)
+    ax.set_ylabel("diagnosis F1 (test, mean over seeds)")
+    ax.set_title("Per-disease F1, diseases sorted by number of abnormal training cases")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def markdown_tables(table: dict, title: str) -> str:
+    head = "| setting | " + " | ".join(c[0] for c in COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
+    lines = [f"### {title}", "", "Table 2 analogue (components):", "", head.rstrip("\n")]
+    for s in TABLE2:
+        if s in table:
+            lines.append(f"| {SETTINGS[s][0]} | " + " | ".join(f"{m:.3f} ± {sd:.3f}" if c[2] == 1 else f"{m:.2f} ± {sd:.2f}"
+                                                            for c, (m, sd) in zip(COLUMNS, table[s].values())) + " |")
+    lines += ["", "Table 3 analogue (prompt type, with DAA + DPM):", "", head.rstrip("\n")]
+    for label, s in TABLE3:
+        if s in table:
+            lines.append(f"| {label} | " + " | ".join(f"{m:.3f} ± {sd:.3f}" if c[2] == 1 else f"{m:.2f} ± {sd:.2f}"
+                                                     for c, (m, sd) in zip(COLUMNS, table[s].values())) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None, max_steps=600, batch_size=8,
+                 learning_rate=1e-3, cache_dir=None, eval_limit=None, title="Synthetic benchmark") -> dict:
+    from tqdm.auto import tqdm
+
+    from .data import load_ct_report_dataset, dataset_disease_names
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = list(settings or SETTINGS)
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown settings {unknown}; choose from {list(SETTINGS)}")
+    results: dict[str, list[dict]] = {}
+    jobs = [(s, seed) for s in settings for seed in seeds]
+    start = time.perf_counter()
+    for setting, seed in tqdm(jobs, desc="ablation runs", unit="run"):
+        metrics = run_one(data, out / setting / f"seed{seed}", setting, seed, preset, max_steps, batch_size,
+                          learning_rate, cache_dir, eval_limit)
+        results.setdefault(setting, []).append(metrics)
+    dataset = load_ct_report_dataset(data)
+    names = dataset_disease_names(dataset)
+    labels = np.array(dataset["train"]["labels"])
+    train_counts = {n: int((labels[:, i] == 1).sum()) for i, n in enumerate(names)}
+    table = aggregate(results)
+    rare, rare_names = rare_macro_f1(results, train_counts, len(labels))
+    plot_figure2(results, train_counts, out / "figure2_per_disease_f1.png")
+    summary = {"table": table, "rare_macro_f1": rare, "rare_classes": rare_names, "train_counts": train_counts,
+               "settings": {s: SETTINGS[s][1] for s in settings}, "seeds": list(seeds), "preset": preset,
+               "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
+               "elapsed_s": time.perf_counter() - start}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    md = markdown_tables(table, title)
+    md += "\nMacro-F1 of the disease branch over the rare classes (< 5 % of training cases: " + ", ".join(rare_names) + "):\n\n"
+    md += "\n".join(f"- {SETTINGS[s][0]}: {v:.3f}" for s, v in rare.items()) + "\n"
+    (out / "tables.md").write_text(md)
+    print(md)
+    return summary
+
+
+def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="synthetic benchmark folder (dia-llama synth)")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--settings", nargs="+", default=None, help=f"subset of {list(SETTINGS)}")
+    parser.add_argument("--output-dir", default="runs/ablate")
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--cache-dir", default=None)
+    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N test cases")
+    parser.add_argument("--title", default="Synthetic benchmark")
+
+
+def run_ablate(args) -> int:
+    run_ablation(args.data, args.output_dir, args.preset, tuple(args.seeds), args.settings, args.max_steps,
+                 args.batch_size, args.learning_rate, args.cache_dir, args.eval_limit, args.title)
+    return 0
