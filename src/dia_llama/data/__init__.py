@@ -1,0 +1,1 @@
+"""Data: the synthetic chest-CT benchmark, manifest datasets and caching."""
