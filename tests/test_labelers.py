@@ -13,10 +13,11 @@ from dia_llama.metrics import clinical_efficacy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"
 
-# Rule labeler vs CheXbert on the 180 CTRG dev reports. The rules follow the report text; most of the remaining
-# disagreement is CheXbert's own (e.g. "no mass or enlarged lymph node is found in mediastinum" -> positive
-# "enlarged cardiomediastinum" in 31 reports, "heart shadow is enlarged" -> not cardiomegaly in 7).
-MIN_MICRO_F1_VS_CHEXBERT = 0.75
+# Rule labeler (chexbert_compat, default) vs CheXbert on the 180 CTRG dev reports: micro-F1 0.82 (2-fold check of
+# the CheXbert-compat rules: 0.80 / 0.82 on the held-out halves; literal reading 0.77). About half of the remaining
+# disagreement is CheXbert contradicting itself on identical sentences (e.g. "no mass or enlarged lymph node is
+# found in mediastinum" -> "enlarged cardiomediastinum" positive in 13 reports, not in 31).
+MIN_MICRO_F1_VS_CHEXBERT = 0.82
 
 
 def codes_of(labeler, text):
@@ -53,7 +54,8 @@ def rule():
         ("No obvious mass or enlarged lymph node is found in mediastinum.",
          {"enlarged cardiomediastinum": 2, "no finding": 1}),  # a mediastinal mass is no lung lesion
         ("A pacemaker shadow can be seen under the skin of the left chest wall.", {"support devices": 1}),
-        ("The bronchial tube wall is thickened.", {}),  # not a device
+        ("The bronchial tube wall is thickened.", {"support devices": 1}),  # CheXbert: any "tube" is a device
+        ("No catheter, tube or pacemaker is seen.", {"support devices": 2, "no finding": 1}),
         ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}),
         ("A low density nodule is seen in the left lobe of the thyroid.", {}),  # not a lung lesion
         ("Ground glass opacity in the right upper lobe.", {"lung opacity": 1}),
@@ -67,6 +69,45 @@ def test_rule_negation_uncertainty(rule, text, expected):
     if "no finding" not in expected:
         got.pop("no finding", None)
     assert got == expected
+
+
+@pytest.mark.parametrize(
+    "text, compat, literal",
+    [  # CheXbert's consistent reading of CT wording (chexbert_compat=True) vs the literal one
+        ("No pleural effusion, bilateral pleural hypertrophy.", {"pleural effusion": 2},
+         {"pleural effusion": 2, "pleural other": 1}),
+        ("Local thickening and adhesion of the left pleura.", {"pleural other": 1}, {"pleural other": 1}),
+        ("Lobulation and pleural indentation signs can be seen.", {}, {}),  # a tumour sign, not pleural disease
+        ("The adjacent pleura is pulled.", {}, {}),
+        ("Patchy ground glass shadow is seen in the right upper lobe.", {}, {"lung opacity": 1}),
+        ("A ground glass opacity is seen in the right upper lobe.", {"lung opacity": 1}, {"lung opacity": 1}),
+        ("The left eighth rib cortex is interrupted.", {}, {"fracture": 1}),
+        ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}, {"fracture": 1}),
+        ("The bronchial tube wall is thickened.", {"support devices": 1}, {}),
+        ("T1 vertebral body collapse.", {}, {}),  # lung-class mention outside the lungs is still ignored
+        ("The left thorax is slightly collapsed.", {"atelectasis": 1}, {}),
+        ("Soft and hard plaques can be seen in the thoracic aorta.", {"enlarged cardiomediastinum": 1}, {}),
+        ("The walls of coronary arteries and large vessels are calcified.", {"enlarged cardiomediastinum": 1}, {}),
+        ("Coronary artery wall calcification.", {}, {}),
+        ("No mass or obviously enlarged lymph node is found in the mediastinum.",
+         {"enlarged cardiomediastinum": 1}, {"enlarged cardiomediastinum": 2}),
+        ("No obvious mass or enlarged lymph node is found in mediastinum.",
+         {"enlarged cardiomediastinum": 2}, {"enlarged cardiomediastinum": 2}),
+        ("No obviously enlarged lymph node is found in the axilla.", {}, {}),  # mediastinum only
+    ],
+)
+def test_chexbert_compat_rules(rule, text, compat, literal):
+    for labeler, expected in ((rule, compat), (get_labeler("rule", chexbert_compat=False), literal)):
+        got = codes_of(labeler, text)
+        got.pop("no finding", None)
+        assert got == expected, (labeler.chexbert_compat, text)
+
+
+def test_chexbert_compat_leaves_ctrate18_alone():
+    text = "The bronchial tube wall is thickened. Bilateral pleural hypertrophy. Ground glass shadow in the left lung."
+    a = get_labeler("rule", disease_set="ctrate18").label([text]).codes
+    b = get_labeler("rule", disease_set="ctrate18", chexbert_compat=False).label([text]).codes
+    assert np.array_equal(a, b)
 
 
 def test_no_finding_needs_an_entirely_normal_report(rule):
