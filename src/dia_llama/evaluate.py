@@ -69,7 +69,9 @@ def generate_predictions(
                 inputs = dict(processor.pad([processor.prompt_ids() for _ in rows], side="left"))
                 inputs["pixel_values"] = pixel_values
             else:
-                inputs = dict(processor(volumes=[r["volume"] for r in rows]))
+                from .data import load_example_volume
+
+                inputs = dict(processor(volumes=[load_example_volume(r) for r in rows]))
             inputs = {k: v.to(device) for k, v in inputs.items()}
             out = model.generate(**inputs, return_dict_in_generate=True, **gen_kwargs)
             texts = processor.batch_decode(out.sequences)

@@ -76,7 +76,10 @@ class CTReportDataset(torch.utils.data.Dataset):
         if self.cache is not None:
             pixel_values = self.cache.get(row["id"])
         else:
-            pixel_values = self.volume_processor(row["volume"], return_tensors="pt")["pixel_values"][0]
+            from .data import load_example_volume
+
+            volume = load_example_volume(row)  # applies CT-RATE metadata where a header is blank
+            pixel_values = self.volume_processor(volume, return_tensors="pt")["pixel_values"][0]
         return {"pixel_values": pixel_values, "report": row["report"], "disease_labels": row["labels"], "id": row["id"]}
 
 
