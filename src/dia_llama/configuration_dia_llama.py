@@ -102,6 +102,8 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
     hidden_dropout_prob: float = 0.1
     pos_table_size: list[int] | tuple[int, ...] = (16, 16, 128)
     layer_norm_eps: float = 1e-5
+    # RadFM normalises each raw patch with a LayerNorm, which removes its mean intensity; "none" keeps it
+    patch_norm: str = "layernorm"
     # perceiver resampler
     perceiver_depth: int = 6
     num_latents: int = 32
@@ -128,6 +130,7 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
                      "perceiver_depth", "num_latents", "perceiver_heads", "perceiver_head_dim", "perceiver_ff_mult"):
             _require(int(getattr(self, name)) > 0, f"{name} must be positive, got {getattr(self, name)}")
         _require(0.0 <= self.hidden_dropout_prob < 1.0, "hidden_dropout_prob must be in [0, 1)")
+        _require(self.patch_norm in ("layernorm", "none"), f"patch_norm must be layernorm or none, got {self.patch_norm!r}")
 
     @property
     def grid_size(self) -> list[int]:

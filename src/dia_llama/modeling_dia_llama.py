@@ -98,7 +98,7 @@ class DiaLlamaPatchEmbedding(nn.Module):
         ph, pw, pd = config.patch_size
         patch_dim = ph * pw * pd * config.num_channels
         self.patch_size = tuple(config.patch_size)
-        self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps)
+        self.norm_in = nn.LayerNorm(patch_dim, eps=config.layer_norm_eps) if config.patch_norm == "layernorm" else nn.Identity()
         self.proj = nn.Linear(patch_dim, config.hidden_size)
         self.norm_out = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 

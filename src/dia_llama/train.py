@@ -242,32 +242,28 @@ def save_final_model(trainer, model, processor, output_dir: str, merge: bool = T
 
 
 def parse_args(argv: list[str] | None = None):
+    """`--name value` pairs, or a YAML/JSON recipe file followed by optional `--name value` overrides."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     argv = sys.argv[1:] if argv is None else list(argv)
-    if len(argv) >= 1 and argv[0].endswith((".yaml", ".yml", ".json")):
-        path = Path(argv[0]).resolve()
-        loaded = parser.parse_yaml_file(path) if path.suffix != ".json" else parser.parse_json_file(path)
-        if len(argv) > 1:  # command-line values override the file
-            merged = {**_dataclasses_to_dict(loaded), **_cli_overrides(parser, argv[1:])}
-            return parser.parse_dict(merged)
-        return loaded
+    if argv and argv[0].endswith((".yaml", ".yml", ".json")):
+        argv = recipe_to_argv(argv[0]) + argv[1:]  # later values win
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def _dataclasses_to_dict(objs) -> dict:
-    out = {}
-    for obj in objs:
-        if isinstance(obj, TrainingArguments):
-            out.update({k: v for k, v in obj.to_dict().items() if not k.startswith("_")})
-        else:
-            out.update(vars(obj))
-    return out
+def recipe_to_argv(path) -> list[str]:
+    """A YAML/JSON recipe as command-line arguments (None values are left at their defaults)."""
+    import yaml
 
-
-def _cli_overrides(parser, argv) -> dict:
-    namespace, _ = parser.parse_known_args(argv)
-    given = {a.lstrip("-").split("=")[0].replace("-", "_") for a in argv if a.startswith("--")}
-    return {k: v for k, v in vars(namespace).items() if k in given}
+    recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{path}: a recipe must be a mapping of argument names to values")
+    argv = []
+    for key, value in recipe.items():
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        argv += [f"--{key}", *[str(v).lower() if isinstance(v, bool) else str(v) for v in values]]
+    return argv
 
 
 def train(model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments) -> Path:

@@ -1,0 +1,1 @@
+"""dia-llama benchmarks: `python -m bench all [--quick]` (see bench/README.md)."""

@@ -1,0 +1,174 @@
+"""Training with the HF Trainer: a few steps end to end, loss logging, LoRA, exact resume, 2-process DDP, DeepSpeed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from dia_llama.train import ModelArguments, apply_lora, build_model, main as train_main, parse_args
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def synth_data(tmp_path_factory):
+    from dia_llama.data.synthetic import synthesize_benchmark
+
+    out = tmp_path_factory.mktemp("synth")
+    synthesize_benchmark(out, num_cases=24, seed=0, volume_size=(64, 64, 32), num_workers=1, progress=False)
+    return out
+
+
+def common_args(data, out, steps=4, **extra):
+    args = ["--preset", "tiny", "--data", str(data), "--output_dir", str(out), "--max_steps", str(steps),
+            "--per_device_train_batch_size", "2", "--learning_rate", "1e-3", "--logging_steps", "1",
+            "--save_strategy", "no", "--eval_strategy", "no", "--use_cpu", "true", "--report_to", "none",
+            "--disable_tqdm", "true", "--seed", "0", "--dataloader_num_workers", "0"]
+    for key, value in extra.items():
+        args += [f"--{key}", str(value)]
+    return args
+
+
+def test_train_saves_a_loadable_checkpoint_and_logs_components(synth_data, tmp_path):
+    out = tmp_path / "run"
+    assert train_main(common_args(synth_data, out, gradient_accumulation_steps=2)) == 0
+    for name in ("config.json", "model.safetensors", "generation_config.json", "processor_config.json",
+                 "tokenizer.json", "modeling_dia_llama.py", "volume_io.py", "model_card.md"):
+        assert (out / name).exists(), name
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert gen["max_new_tokens"] == 300 and gen["do_sample"] is False
+    state = json.loads((out / "trainer_state.json").read_text())
+    logs = [h for h in state["log_history"] if "loss" in h]
+    assert len(logs) == 4
+    for h in logs:
+        # the logged loss is lm + 4·dp, NOT multiplied by the 2 accumulation steps
+        assert h["loss"] == pytest.approx(h["lm_loss"] + 4 * h["dp_loss"], rel=0.02)
+    from transformers import AutoModelForImageTextToText
+
+    import dia_llama  # noqa: F401
+
+    AutoModelForImageTextToText.from_pretrained(out)
+
+
+def test_lora_targets_llm_and_trains_vision_side(tmp_path):
+    model, _ = build_model(ModelArguments(preset="tiny"))
+    peft_model = apply_lora(model, ModelArguments(lora="on"))
+    trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
+    assert any("q_proj.lora_A" in n for n in trainable) and any("v_proj.lora_B" in n for n in trainable)
+    assert not any("k_proj" in n for n in trainable)
+    assert any("vision_tower" in n for n in trainable) and any("disease_branch" in n for n in trainable)
+    assert any("trainable_tokens" in n for n in trainable)  # <image_start>/<image_end> embeddings
+    frozen_llm = [n for n, p in peft_model.named_parameters() if "language_model" in n and "mlp" in n]
+    assert frozen_llm and not any(n in trainable for n in frozen_llm)
+
+
+def test_yaml_recipe_parses_with_overrides(tmp_path, monkeypatch):
+    pytest.importorskip("deepspeed", reason="the paper recipe names a DeepSpeed config: pip install dia-llama[deepspeed]")
+    monkeypatch.chdir(REPO)  # the recipe's DeepSpeed path is relative to the repository root
+    # bf16 needs a GPU: the CPU override shows command-line values win over the file
+    model_args, data_args, training_args = parse_args([str(REPO / "configs" / "paper_recipe.yaml"), "--max_steps", "7",
+                                                       "--output_dir", str(tmp_path), "--bf16", "false",
+                                                       "--use_cpu", "true"])
+    assert model_args.preset == "paper" and model_args.lora == "on" and model_args.lora_r == 8
+    assert training_args.max_steps == 7 and training_args.learning_rate == 5e-5
+    assert training_args.lr_scheduler_type == "constant_with_warmup" and training_args.warmup_steps == 20
+    assert training_args.per_device_train_batch_size * training_args.gradient_accumulation_steps * 2 == 16
+    assert training_args.activation_checkpointing and not training_args.bf16
+    assert training_args.hf_deepspeed_config.config["zero_optimization"]["stage"] == 2
+    assert data_args.data_format == "ctrg" and model_args.dp_loss_weight == 4.0
+
+
+def test_resume_after_interruption_matches_uninterrupted(synth_data, tmp_path):
+    """A run killed after its step-3 checkpoint and resumed ends with the same weights as an uninterrupted run."""
+    full = tmp_path / "full"
+    train_main(common_args(synth_data, full, steps=6, save_strategy="steps", save_steps=3))
+    killed = tmp_path / "killed"
+    script = (
+        "import sys\n"
+        "from transformers import TrainerCallback\n"
+        "import dia_llama.train as t\n"
+        "class Kill(TrainerCallback):\n"
+        "    def on_step_end(self, args, state, control, **kw):\n"
+        "        if state.global_step == 4:\n"
+        "            import os; os._exit(17)\n"
+        "orig = t.DiaLlamaTrainer.__init__\n"
+        "def init(self, *a, **k):\n"
+        "    orig(self, *a, **k); self.add_callback(Kill())\n"
+        "t.DiaLlamaTrainer.__init__ = init\n"
+        f"t.main({common_args(synth_data, killed, steps=6, save_strategy='steps', save_steps=3)!r})\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 17, result.stderr[-2000:]
+    assert (killed / "checkpoint-3").exists() and not (killed / "model.safetensors").exists()
+    train_main(common_args(synth_data, killed, steps=6, save_strategy="steps", save_steps=3,
+                           resume_from_checkpoint=killed / "checkpoint-3"))
+    a, b = load_file(full / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst < 1e-5, worst  # identical up to float noise
+
+
+DDP_SCRIPT = r"""
+import json, os, sys, torch
+import dia_llama.train as t
+seen = []
+orig_call = t.DiaLlamaDataCollator.__call__
+def call(self, examples):
+    seen.extend(e["id"] for e in examples)
+    return orig_call(self, examples)
+t.DiaLlamaDataCollator.__call__ = call
+orig_save = t.save_final_model
+def save(trainer, model, processor, out, merge=True):
+    return orig_save(trainer, model, processor, out, merge)
+rank = int(os.environ.get("RANK", 0))
+args = json.loads(sys.argv[1])
+model_args, data_args, training_args = t.parse_args(args)
+import transformers
+orig_train = transformers.Trainer.train
+def train(self, *a, **k):
+    result = orig_train(self, *a, **k)
+    checksum = float(sum(p.detach().double().sum() for p in self.model.parameters()))
+    out = {"rank": rank, "world": self.args.world_size, "seen": seen, "checksum": checksum}
+    open(os.path.join(training_args.output_dir, f"rank{rank}.json"), "w").write(json.dumps(out))
+    return result
+transformers.Trainer.train = train
+t.train(model_args, data_args, training_args)
+"""
+
+
+def test_two_process_ddp_on_cpu(synth_data, tmp_path):
+    out = tmp_path / "ddp"
+    out.mkdir()
+    script = tmp_path / "ddp_script.py"
+    script.write_text(DDP_SCRIPT)
+    args = common_args(synth_data, out, steps=3, ddp_backend="gloo")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29533"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           str(script), json.dumps(args)]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["world"] == 2
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)  # replicas agree
+    assert not set(ranks[0]["seen"]) & set(ranks[1]["seen"])  # data sharded across ranks
+    assert len(ranks[0]["seen"]) == len(ranks[1]["seen"]) == 3 * 2
+    assert (out / "model.safetensors").exists()
+
+
+def test_deepspeed_zero2_config_validates(tmp_path):
+    pytest.importorskip("deepspeed", reason="deepspeed is an optional extra: pip install dia-llama[deepspeed]")
+    from transformers import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), deepspeed=str(REPO / "configs" / "deepspeed" / "zero2.json"),
+                             per_device_train_batch_size=2, gradient_accumulation_steps=4, use_cpu=True)
+    ds = args.hf_deepspeed_config.config
+    assert ds["zero_optimization"]["stage"] == 2
+    assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 4
+    assert "train_batch_size" not in json.loads((REPO / "configs" / "deepspeed" / "zero2.json").read_text())
