@@ -292,7 +292,7 @@ def _transform(target: str, value: torch.Tensor, bounds, report: ConversionRepor
                 f"{source}: temperature {tau:g} lies outside temperature_bounds [{low:g}, {high:g}]; "
                 f"clamped to {clamped:g}"
             )
-        return torch.tensor(math.log(clamped), dtype=value.dtype if value.is_floating_point() else torch.float32)
+        return torch.tensor([math.log(clamped)], dtype=value.dtype if value.is_floating_point() else torch.float32)
     return value
 
 

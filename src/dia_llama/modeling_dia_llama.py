@@ -289,7 +289,7 @@ class DiaLlamaDiseaseBranch(nn.Module):
             self.proj = nn.Linear(dim, dim)
             self.abnormal_prototypes = nn.Parameter(torch.empty(num, dim))
             self.normal_prototypes = nn.Parameter(torch.empty(num, dim))
-            self.log_temperature = nn.Parameter(torch.empty(()))
+            self.log_temperature = nn.Parameter(torch.empty(1))  # (1,) not a 0-d tensor: DeepSpeed broadcasts bytes
             self.init_temperature = config.prototype_temperature
             self.temperature_bounds = tuple(config.temperature_bounds)
         else:
