@@ -94,13 +94,26 @@ def test_push_pull_round_trip_with_revision_pinning(hub_server_fixture, tiny_mod
 
 
 def test_dry_run_folder_loads_as_remote_code(tiny_model_dir, tmp_path):
+    import shutil
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    metrics = {"dataset": {"name": "synthetic-chest-ct", "split": "test"},
+               "nlg": {"coco_raw": {"mode": "coco_raw", "BLEU-1": 40.5, "BLEU-4": 20.25, "METEOR": 22.0, "ROUGE-L": 38.0}},
+               "clinical_efficacy": {"labeler": "rule", "micro": {"precision": 0.8, "recall": 0.7, "f1": 0.75}}}
+    (model_dir / "metrics.json").write_text(json.dumps(metrics))
     out = tmp_path / "staged"
-    assert main(["push", str(tiny_model_dir), "org/name", "--dry-run", str(out)]) == 0
+    assert main(["push", str(model_dir), "org/name", "--dry-run", str(out)]) == 0
     readme = (out / "README.md").read_text()
-    assert "model-index" in readme or "Not for clinical use" in readme
+    assert "Not for clinical use" in readme
+    from huggingface_hub.repocard_data import model_index_to_eval_results
+
     from dia_llama.hub import validate_model_card
 
-    validate_model_card(readme)
+    card = validate_model_card(readme)
+    _, results = model_index_to_eval_results(card.data.to_dict()["model-index"])
+    values = {r.metric_type if r.metric_name is None else r.metric_name: r.metric_value for r in results}
+    assert 40.5 in values.values() and 0.75 in values.values(), values
     config = json.loads((out / "config.json").read_text())
     assert "AutoModelForImageTextToText" in config["auto_map"]
     script = BLOCK_PACKAGE + textwrap.dedent(f"""

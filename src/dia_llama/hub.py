@@ -259,13 +259,24 @@ def _averages(block: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def _nlg_block(metrics: dict) -> dict:
+    """The NLG scores: `nlg` itself, or (as `dia-llama evaluate` writes it) `nlg[mode]`, `coco_raw` first."""
+    nlg = metrics.get("nlg") if isinstance(metrics.get("nlg"), dict) else {}
+    if "BLEU-1" not in nlg:
+        by_mode = {k: v for k, v in nlg.items() if isinstance(v, dict) and "BLEU-1" in v}
+        if by_mode:
+            mode = "coco_raw" if "coco_raw" in by_mode else next(iter(by_mode))
+            return {"mode": mode, **by_mode[mode]}
+    return nlg
+
+
 def build_model_index(metrics: dict | None, model_name: str) -> list[dict] | None:
     """`model-index` from a metrics.json dict (None when it holds no usable number)."""
     if not isinstance(metrics, dict):
         return None
     dataset = _dataset_info(metrics)
     results = []
-    nlg = metrics.get("nlg") if isinstance(metrics.get("nlg"), dict) else {}
+    nlg = _nlg_block(metrics)
     ce = metrics.get("clinical_efficacy") if isinstance(metrics.get("clinical_efficacy"), dict) else {}
     report_metrics = []
     for key, mtype, name in NLG_METRICS:
@@ -298,7 +309,7 @@ def _evaluation_section(metrics: dict | None) -> str:
                 "`python -m dia_llama.evaluate` before drawing any conclusion.")
     ds = _dataset_info(metrics)
     lines = [f"Dataset: **{ds['name']}**" + (f", split `{ds['split']}`" if "split" in ds else "") + "."]
-    nlg = metrics.get("nlg") if isinstance(metrics.get("nlg"), dict) else {}
+    nlg = _nlg_block(metrics)
     row = [(name, nlg[key]) for key, _, name in NLG_METRICS if _num(nlg.get(key)) is not None]
     if row:
         mode = nlg.get("mode")
