@@ -56,6 +56,7 @@ DEFAULT_INSTRUCTION = (
 DEFAULT_PROMPT_TEMPLATE = 'The "{disease}" is {state}. '
 
 DISEASE_POOLINGS = ("attention", "mean")
+DISEASE_ATTENTIONS = ("static", "dynamic")
 DIAGNOSIS_HEADS = ("prototype", "linear")
 PROMPT_TYPES = ("text", "none", "token", "feature")
 
@@ -162,8 +163,9 @@ class DiaLlamaConfig(PreTrainedConfig):
     sentence, written by the processor), `disease_token_id` (the L soft-prompt slots of the `token`/`feature`
     ablations).
 
-    Ablation switches (paper Tables 2-3): ``disease_pooling`` (`attention` = DAA | `mean`), ``diagnosis_head``
-    (`prototype` = DPM | `linear`), ``prompt_type`` (`text` = diagnostic text prompts | `none` | `token` learned
+    Ablation switches (paper Tables 2-3): ``disease_pooling`` (`attention` = DAA | `mean`), ``disease_attention``
+    (`static` = the paper's DAA | `dynamic`, input-dependent, an extension), ``diagnosis_head`` (`prototype` = DPM |
+    `linear`), ``prompt_type`` (`text` = diagnostic text prompts | `none` | `token` learned
     per-disease present/absent embeddings | `feature` the matched prototype vectors as soft prompts).
     """
 
@@ -192,6 +194,14 @@ class DiaLlamaConfig(PreTrainedConfig):
     disease_pooling: str = "attention"
     diagnosis_head: str = "prototype"
     prompt_type: str = "text"
+    # Disease-aware attention. `static` (the paper): one learned (L, M) logit table, the same for every volume.
+    # `dynamic` (an extension, not in the paper): logits = static + per-disease query · key(patch feature) / sqrt(c),
+    # so a disease can attend to wherever its finding is in this volume.
+    disease_attention: str = "static"
+    # Multiplier on the static logit table (a reparametrisation: logits = scale · W). With Adam, W moves ~lr per
+    # step whatever its gradient, so the logits move ~scale·lr: scale 1 (the paper) leaves a zero-initialised table
+    # at mean pooling for thousands of steps at lr 1e-3; a larger scale acts as a learning-rate multiplier for it.
+    disease_attention_scale: float = 1.0
     prototype_temperature: float = 0.07
     temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
     projector_bias: bool = True
@@ -205,6 +215,12 @@ class DiaLlamaConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
         _require(self.disease_pooling in DISEASE_POOLINGS,
                  f"disease_pooling must be one of {DISEASE_POOLINGS}, got {self.disease_pooling!r}")
+        _require(self.disease_attention in DISEASE_ATTENTIONS,
+                 f"disease_attention must be one of {DISEASE_ATTENTIONS}, got {self.disease_attention!r}")
+        _require(float(self.disease_attention_scale) > 0,
+                 f"disease_attention_scale must be > 0, got {self.disease_attention_scale}")
+        _require(not (self.legacy_disease_pooling and self.disease_attention != "static"),
+                 "legacy_disease_pooling reproduces the research code and needs disease_attention='static'")
         _require(self.diagnosis_head in DIAGNOSIS_HEADS,
                  f"diagnosis_head must be one of {DIAGNOSIS_HEADS}, got {self.diagnosis_head!r}")
         _require(self.prompt_type in PROMPT_TYPES,

@@ -546,6 +546,9 @@ def convert_official_checkpoint(
 
     overrides = dict(config_overrides or {})
     overrides.setdefault("legacy_disease_pooling", legacy_pooling)
+    # the official disease attention is the paper's: static, its table used as the logits (scale 1)
+    overrides.setdefault("disease_attention", "static")
+    overrides.setdefault("disease_attention_scale", 1.0)
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state), **overrides)
     config.language_model_source = str(llm)
     processor = build_processor(preset, tokenizer, config)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEMO_DEFAULTS = dict(num_cases=400, seed=0, volume_size=(96, 96, 48), max_steps=700, batch_size=8, learning_rate=1e-3)
+DEMO_DEFAULTS = dict(num_cases=1000, seed=0, volume_size=(96, 96, 48), max_steps=700, batch_size=8, learning_rate=1e-3)
 
 
 def _stage(name: str):
@@ -144,6 +144,7 @@ def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path):
     if attention is None:
         return row["id"]
     h, w, d = model.config.vision_config.grid_size
+    attention = attention[0] if attention.ndim == 3 else attention  # (L, M)
     att = attention[names.index(disease)].reshape(h, w, d).float().numpy()
     att = np.kron(att, np.ones([s // g for s, g in zip(volume.shape, (h, w, d))]))  # up to voxel resolution
     slices = np.argsort(att.sum((0, 1)))[-4:][::-1]

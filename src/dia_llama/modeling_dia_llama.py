@@ -30,7 +30,8 @@ class DiaLlamaDiagnosis(ModelOutput):
     """Per-disease diagnosis of the disease branch.
 
     probabilities: (B, L) probability that each disease is present. present: (B, L) bool decisions.
-    logits: (B, L) pre-sigmoid scores. attention: (L, M) disease-aware attention over patches (None for mean pooling).
+    logits: (B, L) pre-sigmoid scores. attention: disease-aware attention over the M patches, (L, M) for the static
+    DAA or (B, L, M) for the dynamic variant (None for mean pooling).
     disease_names: the L names, in order.
     """
 
@@ -270,7 +271,9 @@ class DiaLlamaPerceiverResampler(nn.Module):
 class DiaLlamaDiseaseBranch(nn.Module):
     """Pools patch features into one feature per disease and scores presence.
 
-    Pooling `attention` (DAA): a learnable (L, M) weight softmaxed over the M patches → (B, L, c).
+    Pooling `attention` (DAA): a learnable (L, M) weight softmaxed over the M patches → (B, L, c); its logits are
+    `disease_attention_scale` · W. With `disease_attention="dynamic"` (an extension) the logits add, per volume,
+    query_l · key(LN(patch feature)) / sqrt(c), so each disease can look where its finding is.
     Pooling `mean`: the mean patch feature, shared by all diseases.
     Head `prototype` (DPM): cosine similarity of the projected disease feature to an abnormal and a normal prototype;
     logit = (sim_abnormal − sim_normal) / τ, so sigmoid(logit) is the 2-way InfoNCE softmax of "abnormal".
@@ -283,8 +286,14 @@ class DiaLlamaDiseaseBranch(nn.Module):
         num, dim = config.num_diseases, vc.hidden_size
         self.pooling, self.head = config.disease_pooling, config.diagnosis_head
         self.legacy_pooling = config.legacy_disease_pooling
+        self.attention_kind = config.disease_attention
+        self.attention_scale = float(config.disease_attention_scale)
         if self.pooling == "attention":
             self.attention_weights = nn.Parameter(torch.empty(num, vc.num_patches))
+            if self.attention_kind == "dynamic":
+                self.attention_key_norm = nn.LayerNorm(dim, eps=vc.layer_norm_eps)
+                self.attention_key = nn.Linear(dim, dim)
+                self.attention_query = nn.Parameter(torch.empty(num, dim))
         if self.head == "prototype":
             self.proj = nn.Linear(dim, dim)
             self.abnormal_prototypes = nn.Parameter(torch.empty(num, dim))
@@ -302,15 +311,32 @@ class DiaLlamaDiseaseBranch(nn.Module):
         low, high = self.temperature_bounds
         return self.log_temperature.exp().clamp(low, high)
 
-    def attention_map(self) -> torch.Tensor | None:
-        """(L, M) softmax weights of the disease-aware attention."""
-        return self.attention_weights.softmax(dim=-1) if self.pooling == "attention" else None
+    def attention_logits(self, patch_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Static: (L, M) = scale · W. Dynamic with `patch_features` (B, M, c): (B, L, M), adding query · key / sqrt(c)."""
+        logits = self.attention_scale * self.attention_weights  # (L, M)
+        if self.attention_kind == "dynamic" and patch_features is not None:
+            keys = self.attention_key(self.attention_key_norm(patch_features))  # (B, M, c)
+            query = self.attention_query.to(keys.dtype)
+            dynamic = torch.einsum("lc,bmc->blm", query, keys) / math.sqrt(keys.shape[-1])
+            logits = logits.to(dynamic.dtype) + dynamic
+        return logits
+
+    def attention_map(self, patch_features: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Softmax weights of the disease-aware attention over the M patches: (L, M) for the static attention (and
+        for the dynamic one's static part when no features are given), (B, L, M) for the dynamic one given
+        `patch_features` (B, M, c). None for mean pooling."""
+        if self.pooling != "attention":
+            return None
+        return self.attention_logits(patch_features).softmax(dim=-1)
 
     def pool(self, patch_features: torch.Tensor) -> torch.Tensor:
         """(B, M, c) → (B, L, c)."""
         if self.pooling == "mean":
             num = self.classifier_weight.shape[0] if self.head == "linear" else self.abnormal_prototypes.shape[0]
             return patch_features.mean(dim=1, keepdim=True).expand(-1, num, -1)
+        if self.attention_kind == "dynamic":
+            attention = self.attention_map(patch_features).to(patch_features.dtype)  # (B, L, M)
+            return torch.einsum("blm,bmc->blc", attention, patch_features)
         attention = self.attention_map().to(patch_features.dtype)  # (L, M)
         if self.legacy_pooling:
             # Compatibility with the research code's inference path (a bug): disease i is judged from patch token i.
@@ -369,6 +395,14 @@ class DiaLlamaPreTrainedModel(PreTrainedModel):
         elif isinstance(module, DiaLlamaDiseaseBranch):
             if module.pooling == "attention":
                 init.zeros_(module.attention_weights)  # uniform attention at start
+                if module.attention_kind == "dynamic":
+                    # query · key / sqrt(c) starts with a spread of about 1 logit, so attention can start to follow
+                    # the features (a near-zero query would leave the dynamic part stuck near mean pooling)
+                    init.normal_(module.attention_query, mean=0.0, std=1.0)
+                    init.ones_(module.attention_key_norm.weight)
+                    init.zeros_(module.attention_key_norm.bias)
+                    init.normal_(module.attention_key.weight, mean=0.0, std=module.attention_key.in_features ** -0.5)
+                    init.zeros_(module.attention_key.bias)
             if module.head == "prototype":
                 init.normal_(module.abnormal_prototypes, mean=0.0, std=1.0)
                 init.normal_(module.normal_prototypes, mean=0.0, std=1.0)
@@ -432,7 +466,7 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
             probabilities=probs,
             present=probs > threshold,
             logits=logits,
-            attention=self.disease_branch.attention_map(),
+            attention=self.disease_branch.attention_map(patch_features),
             disease_names=list(self.config.disease_names),
         )
 

@@ -39,6 +39,15 @@ PROCESSOR_PRESETS = {
     "tiny": dict(intensity_mode="hu", hu_window=(-1000.0, 1000.0), resample="area"),
     "paper": dict(intensity_mode="minmax", resample="nearest"),
 }
+# Disease-branch settings per preset (DiaLlamaConfig fields; explicit overrides win). `paper`: the paper's DAA.
+# `tiny`: the static DAA's logits scaled ×30. Measured on the 64×64×32 synthetic benchmark (700 train cases, AdamW
+# 1e-3, batch 8, 600 steps, vision tower + branch only): test micro-F1 0.35 at scale 1 (the table never leaves
+# mean pooling: max weight 0.002 = 1/512) vs 0.57-0.60 at scale 30 (enlarged cardiomediastinum 0.99, cardiomegaly
+# 1.0, pleural effusion 0.88). The input-dependent `dynamic` attention did not beat it at this budget (0.43).
+CONFIG_PRESETS = {
+    "tiny": dict(disease_attention="static", disease_attention_scale=30.0),
+    "paper": dict(),
+}
 GENERATION_DEFAULTS = dict(max_new_tokens=300, do_sample=False, num_beams=1, repetition_penalty=1.0)
 
 
@@ -93,6 +102,7 @@ def build_config(preset: str, vocab_size: int, disease_names="chexpert14", text_
         text_config = LlamaConfig(**{**TEXT_PRESETS[preset], "vocab_size": vocab_size})
     else:
         text_config.vocab_size = max(text_config.vocab_size, vocab_size)
+    overrides = {**CONFIG_PRESETS[preset], **overrides}
     return DiaLlamaConfig(vision_config=vision, text_config=text_config, disease_names=disease_names, **overrides)
 
 
