@@ -360,13 +360,8 @@ class DiaLlamaProcessor(ProcessorMixin):
 
     def batch_decode(self, sequences, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         """Decode generated sequences to report text (the prompt, if present, is cut off)."""
-        if hasattr(sequences, "sequences"):
-            sequences = sequences.sequences
-        if isinstance(sequences, torch.Tensor):
-            sequences = sequences.tolist()
         texts = []
-        for ids in sequences:
-            ids = list(ids)
+        for ids in _id_lists(sequences):
             text = self.tokenizer.decode(ids[self._report_start(ids) :], skip_special_tokens=skip_special_tokens, **kwargs)
             texts.append(text.strip())
         return texts
@@ -376,13 +371,8 @@ class DiaLlamaProcessor(ProcessorMixin):
 
     def decode_diagnoses(self, sequences) -> list[dict[str, bool]]:
         """Read the diagnoses written into expanded text prompts: one {disease: present} dict per sequence."""
-        if hasattr(sequences, "sequences"):
-            sequences = sequences.sequences
-        if isinstance(sequences, torch.Tensor):
-            sequences = sequences.tolist()
         out = []
-        for ids in sequences:
-            ids = list(ids)
+        for ids in _id_lists(sequences):
             found = {}
             for name, (present_ids, absent_ids) in zip(self.disease_names, self._sentence_ids):
                 if _contains(ids, present_ids):
@@ -395,6 +385,15 @@ class DiaLlamaProcessor(ProcessorMixin):
     @property
     def model_input_names(self):
         return ["input_ids", "attention_mask", "pixel_values"]
+
+
+def _id_lists(sequences) -> list[list[int]]:
+    """Generated sequences (a generate output, a (B, T) tensor or lists) as lists of token ids."""
+    if hasattr(sequences, "sequences"):
+        sequences = sequences.sequences
+    if isinstance(sequences, torch.Tensor):
+        sequences = sequences.tolist()
+    return [list(ids) for ids in sequences]
 
 
 def _contains(ids: list[int], sub: list[int]) -> bool:
