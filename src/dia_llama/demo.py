@@ -170,11 +170,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--learning-rate", type=float, default=DEMO_DEFAULTS["learning_rate"])
     parser.add_argument("--num-workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--volume-size", type=int, nargs=3, default=DEMO_DEFAULTS["volume_size"], metavar=("H", "W", "D"),
+                        help="size the cases are synthesized at (the tiny model reads 64×64×32)")
 
 
 def run_demo_command(args) -> int:
     start = time.perf_counter()
     run_demo(args.output_dir, args.num_cases, args.seed, args.max_steps, args.batch_size, args.learning_rate,
-             args.num_workers)
+             args.num_workers, tuple(args.volume_size))
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
