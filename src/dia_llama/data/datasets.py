@@ -489,6 +489,19 @@ def _load_ctrg(root: Path, names, problems: _Problems):
     return cases, names, ann_path
 
 
+def _label_columns(path: Path, header, id_col: str, names, what: str) -> dict[str, int]:
+    """Every column but the id column → its disease index; an unknown column is an error naming the file."""
+    columns = {}
+    for col in header:
+        if col == id_col:
+            continue
+        name = _norm(col)
+        if name not in names:
+            raise DatasetError(f"{path}: unknown label column {col!r} (expected {what} {names})")
+        columns[col] = names.index(name)
+    return columns
+
+
 def _read_ctrg_labels(root: Path, names) -> dict[str, Any]:
     path = root / "CTRG_finding_labels.csv"
     if not path.is_file():
@@ -501,14 +514,7 @@ def _read_ctrg_labels(root: Path, names) -> dict[str, Any]:
     id_col = next((c for c in header if c.strip().lower() in ("id", "case_id", "study_id")), None)
     if id_col is None:
         raise DatasetError(f"{path}: no 'id' column (columns: {header})")
-    columns = {}
-    for col in header:
-        if col == id_col:
-            continue
-        name = _norm(col)
-        if name not in names:
-            raise DatasetError(f"{path}: unknown label column {col!r} (expected the CheXbert observations {names})")
-        columns[col] = names.index(name)
+    columns = _label_columns(path, header, id_col, names, "the CheXbert observations")
     out: dict[str, Any] = {}
     for rec in records:
         case_id = str(rec[id_col]).strip()
@@ -596,14 +602,7 @@ def _read_ctrate_labels(path: Path, names) -> dict[str, Any]:
     header, records = _read_csv(path)
     if "VolumeName" not in header:
         raise DatasetError(f"{path}: no VolumeName column (columns: {header})")
-    columns = {}
-    for col in header:
-        if col == "VolumeName":
-            continue
-        name = _norm(col)
-        if name not in names:
-            raise DatasetError(f"{path}: unknown label column {col!r} (expected the CT-RATE abnormalities {names})")
-        columns[col] = names.index(name)
+    columns = _label_columns(path, header, "VolumeName", names, "the CT-RATE abnormalities")
     out: dict[str, Any] = {}
     for rec in records:
         labels = [0 if i in columns.values() else -1 for i in range(len(names))]
