@@ -7,7 +7,7 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoTokenizer, GenerationConfig, LlamaConfig, PreTrainedTokenizerFast
 
 from .configuration_dia_llama import DiaLlamaConfig, DiaLlamaVisionConfig, resolve_disease_names
 from .modeling_dia_llama import DiaLlamaForConditionalGeneration, DiaLlamaModel
@@ -133,11 +133,7 @@ def build_model_and_processor(
     if llm is not None:
         tokenizer = AutoTokenizer.from_pretrained(llm)
         add_special_tokens(tokenizer)
-        llm_config = LlamaConfig.from_pretrained(llm) if _is_llama(llm) else None
-        if llm_config is None:
-            from transformers import AutoConfig
-
-            llm_config = AutoConfig.from_pretrained(llm)
+        llm_config = AutoConfig.from_pretrained(llm)
         config = build_config(preset, len(tokenizer), disease_names, text_config=llm_config, **overrides)
         config.language_model_source = str(llm)
     else:
@@ -158,13 +154,6 @@ def build_model_and_processor(
         model = DiaLlamaForConditionalGeneration(config)
     model.generation_config = default_generation_config(tokenizer)
     return model, processor
-
-
-def _is_llama(path) -> bool:
-    try:
-        return json.loads((Path(path) / "config.json").read_text()).get("model_type") == "llama"
-    except (OSError, ValueError):
-        return False
 
 
 def _resize_for_tokenizer(model, llm, vocab_size: int) -> None:
