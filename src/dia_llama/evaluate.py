@@ -54,7 +54,7 @@ def generate_predictions(
     Records are appended to `output_path` (JSONL) batch by batch; cases already there are skipped."""
     output_path = Path(output_path)
     done = _read_done(output_path)
-    if done and output_path.exists():  # rewrite without a possibly truncated last line
+    if done:  # rewrite without a possibly truncated last line
         output_path.write_text("".join(json.dumps(r) + "\n" for r in done.values()), encoding="utf-8")
     todo = [i for i, case_id in enumerate(split["id"]) if case_id not in done]
     device = next(model.parameters()).device
