@@ -13,11 +13,13 @@ from dia_llama.metrics import clinical_efficacy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"
 
-# Rule labeler (chexbert_compat, default) vs CheXbert on the 180 CTRG dev reports: micro-F1 0.82 (2-fold check of
-# the CheXbert-compat rules: 0.80 / 0.82 on the held-out halves; literal reading 0.77). About half of the remaining
-# disagreement is CheXbert contradicting itself on identical sentences (e.g. "no mass or enlarged lymph node is
-# found in mediastinum" -> "enlarged cardiomediastinum" positive in 13 reports, not in 31).
-MIN_MICRO_F1_VS_CHEXBERT = 0.82
+# Rule labeler (chexbert_compat, default) vs CheXbert on the 180 CTRG dev reports: micro-F1 0.850 (halves split by
+# (id - 1) / 2 parity: 0.872 / 0.827, up from 0.837 / 0.803, every rule change gaining on both; the rules were
+# written looking at all 180, so these halves are no true held-out estimate; literal reading 0.77). About a third of
+# the remaining disagreements are CheXbert labelling word-for-word identical sentences both ways (e.g. "The shape of
+# heart shadow and large vessels is normal, and no mass or enlarged lymph node is found in mediastinum" ->
+# "enlarged cardiomediastinum" present in 13 reports, not in 33).
+MIN_MICRO_F1_VS_CHEXBERT = 0.85
 
 
 def codes_of(labeler, text):
@@ -51,13 +53,12 @@ def rule():
         ("Nodular shadows can be seen in both lungs.", {"lung lesion": 1}),  # "can be seen" is not uncertain
         ("The heart shadow is enlarged.", {"cardiomegaly": 1}),
         ("Multiple enlarged lymph nodes can be seen in the mediastinum.", {"enlarged cardiomediastinum": 1}),
-        ("No obvious mass or enlarged lymph node is found in mediastinum.",
-         {"enlarged cardiomediastinum": 2, "no finding": 1}),  # a mediastinal mass is no lung lesion
+        ("No obvious mass or enlarged lymph node is found in mediastinum.",  # CheXbert: "no mass" anywhere is a
+         {"enlarged cardiomediastinum": 2, "lung lesion": 2, "no finding": 1}),  # negative lung lesion
         ("A pacemaker shadow can be seen under the skin of the left chest wall.", {"support devices": 1}),
         ("The bronchial tube wall is thickened.", {"support devices": 1}),  # CheXbert: any "tube" is a device
         ("No catheter, tube or pacemaker is seen.", {"support devices": 2, "no finding": 1}),
         ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}),
-        ("A low density nodule is seen in the left lobe of the thyroid.", {}),  # not a lung lesion
         ("Ground glass opacity in the right upper lobe.", {"lung opacity": 1}),
         ("Ground glass nodule in the right upper lobe.", {"lung lesion": 1}),
         ("Small amount of effusion in the bilateral thoracic cavity.", {"pleural effusion": 1}),
@@ -84,15 +85,30 @@ def test_rule_negation_uncertainty(rule, text, expected):
         ("The left eighth rib cortex is interrupted.", {}, {"fracture": 1}),
         ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}, {"fracture": 1}),
         ("The bronchial tube wall is thickened.", {"support devices": 1}, {}),
-        ("T1 vertebral body collapse.", {}, {}),  # lung-class mention outside the lungs is still ignored
+        ("T1 vertebral body collapse.", {"atelectasis": 1}, {}),  # CheXbert reads lung words in any organ
+        ("A small nodule is seen in the left adrenal gland.", {"lung lesion": 1}, {}),
+        ("Calcified nodules can be seen in the lower lobe of the left lung.", {}, {"lung lesion": 1}),  # unmentions
+        ("Massive soft tissue shadow is seen in the right lung.", {}, {"lung lesion": 1}),
+        ("Nodular calcification is seen in the right upper lung.", {"lung lesion": 1}, {"lung lesion": 1}),
+        ("Arc-shaped low density shadows can be seen in bilateral thoracic cavity.", {}, {"pleural effusion": 1}),
+        ("A pulmonary compression zone is seen in the right lung.", {}, {"pneumothorax": 1}),
+        ("Dense stent shadow is seen in the trachea.", {}, {"support devices": 1}),
+        ("Thorax is symmetrical, with trachea mediastinum in the middle.", {"enlarged cardiomediastinum": 1}, {}),
+        ("The mediastinum is not widened.", {"enlarged cardiomediastinum": 2}, {}),
         ("The left thorax is slightly collapsed.", {"atelectasis": 1}, {}),
         ("Soft and hard plaques can be seen in the thoracic aorta.", {"enlarged cardiomediastinum": 1}, {}),
         ("The walls of coronary arteries and large vessels are calcified.", {"enlarged cardiomediastinum": 1}, {}),
         ("Coronary artery wall calcification.", {}, {}),
         ("No mass or obviously enlarged lymph node is found in the mediastinum.",
-         {"enlarged cardiomediastinum": 1}, {"enlarged cardiomediastinum": 2}),
+         {"enlarged cardiomediastinum": 1, "lung lesion": 2}, {"enlarged cardiomediastinum": 2}),
         ("No obvious mass or enlarged lymph node is found in mediastinum.",
-         {"enlarged cardiomediastinum": 2}, {"enlarged cardiomediastinum": 2}),
+         {"enlarged cardiomediastinum": 2, "lung lesion": 2}, {"enlarged cardiomediastinum": 2}),
+        ("No mass or enlarged lymph node is found in mediastinum.",  # "no" read as bearing on the mass only...
+         {"enlarged cardiomediastinum": 1, "lung lesion": 2}, {"enlarged cardiomediastinum": 2}),
+        ("The shape of heart shadow and large vessels is normal, and no mass or enlarged lymph node is found in "
+         "mediastinum.",  # ... but not after a statement of normality
+         {"enlarged cardiomediastinum": 2, "cardiomegaly": 2, "lung lesion": 2},
+         {"enlarged cardiomediastinum": 2, "cardiomegaly": 2}),
         ("No obviously enlarged lymph node is found in the axilla.", {}, {}),  # mediastinum only
     ],
 )
@@ -101,6 +117,15 @@ def test_chexbert_compat_rules(rule, text, compat, literal):
         got = codes_of(labeler, text)
         got.pop("no finding", None)
         assert got == expected, (labeler.chexbert_compat, text)
+
+
+def test_lung_location_filter():
+    thyroid = "A low density nodule is seen in the left lobe of the thyroid."
+    assert codes_of(get_labeler("rule"), thyroid) == {"lung lesion": 1}  # CheXbert's reading (module doc)
+    for labeler in (get_labeler("rule", lung_location_filter=True), get_labeler("rule", chexbert_compat=False)):
+        assert labeler.lung_location_filter and "lung lesion" not in codes_of(labeler, thyroid)
+    ctrate = get_labeler("rule", disease_set="ctrate18")  # CT-RATE-18 keeps the filter
+    assert ctrate.lung_location_filter and "lung nodule" not in codes_of(ctrate, thyroid)
 
 
 def test_chexbert_compat_leaves_ctrate18_alone():
@@ -116,6 +141,7 @@ def test_no_finding_needs_an_entirely_normal_report(rule):
               "and no obvious mass or enlarged lymph node is found in mediastinum. No pleural effusion.")
     assert codes_of(rule, normal)["no finding"] == 1
     assert "no finding" not in codes_of(rule, normal + " Multiple low density shadows are seen in the liver.")
+    assert "no finding" not in codes_of(rule, normal + " The left fourth rib cortex is interrupted.")
     assert "no finding" not in codes_of(rule, "Possible nodule in the left lung.")  # uncertain blocks it
     assert "no finding" not in codes_of(rule, "No pleural effusion. A catheter is seen.")  # any class counts
 

@@ -21,18 +21,21 @@ How a report is read:
 
 Lung-parenchyma classes (lesion, opacity, consolidation, atelectasis, pneumonia, pneumothorax) ignore
 mentions whose clause names an organ outside the lungs (liver, kidney, breast, thyroid, brain...) and no lung
-word, because CTRG reports also describe the head and abdomen. Known limit (shared with CheXbert): CTRG's
-descriptive "patchy / flocculent fuzzy / high-density shadows" are not mapped to a class; a "ground-glass
-nodule" is a lung lesion.
+word, because CTRG reports also describe the head and abdomen -- except under ``chexbert_compat`` (below), since
+CheXbert does not. Known limit (shared with CheXbert): CTRG's descriptive "patchy / flocculent fuzzy /
+high-density shadows" are not mapped to a class; a "ground-glass nodule" is a lung lesion.
 
 The labeler stands in for CheXbert offline, so by default (``chexbert_compat=True``) the CheXpert-14 classes
-follow CheXbert's *consistent* reading of CT wording (:data:`CHEXBERT_PATTERNS`: "pleural hypertrophy" and
-"ground-glass shadow" are left blank, any "tube" is a device, only the word "fracture" is a fracture, a
-calcified aorta and "no obviously enlarged mediastinal lymph nodes" are enlarged cardiomediastinum...);
-``chexbert_compat=False`` reads the words literally. On the 180 CheXbert-labelled CTRG-Chest dev reports
-this gives micro-F1 0.82 (literal reading 0.77); about half of the remaining disagreements are CheXbert
-contradicting itself on identical sentences (e.g. "...no mass or enlarged lymph node is found in
-mediastinum": 13 positive, 31 not), which no rule can follow.
+follow CheXbert's *consistent* reading of CT wording (:data:`CHEXBERT_PATTERNS`), which largely follows the
+mention and "unmention" lists of the CheXpert labeler that produced CheXbert's training labels: "pleural
+hypertrophy", "ground-glass shadow", an arc-shaped thoracic shadow and a stent are left blank, any "tube" is a
+device, only the word "fracture" is a fracture, "calcified nodule" and "massive" are no lesion, lesion words count
+in any organ, any un-negated "mediastinum", a calcified aorta and "no (mass or) obviously enlarged mediastinal lymph
+nodes" are enlarged cardiomediastinum...; ``chexbert_compat=False`` reads the words literally. On the 180
+CheXbert-labelled CTRG-Chest dev reports this gives micro-F1 0.85 (literal reading 0.77); about a third of the
+remaining disagreements are CheXbert labelling word-for-word identical sentences both ways (e.g. "The shape of
+heart shadow and large vessels is normal, and no mass or enlarged lymph node is found in mediastinum": enlarged
+cardiomediastinum in 13 reports, not in 33), which no rule can follow.
 """
 
 from __future__ import annotations
@@ -92,7 +95,8 @@ _ABNORMAL = re.compile(
     r"|\bdeform\w*|\bstenos\w*|\bnarrow\w*|\bcompress\w*|\babnormal\w*|\blymph\s*nodes?\b|\boperat\w*"
     r"|\bpostoperative\b|\bsurg\w*|\bresect\w*|\bstones?\b|\bcalcul\w*|\batroph\w*|\beffusion\w*"
     r"|\bhemorrhag\w*|\bhaemorrhag\w*|\bgas\b|\bpneumatosis\b|\bshift\w*|\bdeviat\w*|\bemphysema\w*"
-    r"|\bnodul\w*|\bmass\w*|\bfibro\w*|\bgrid\b|\breticul\w*|\bplaques?\b|\bhernia\w*",
+    r"|\bnodul\w*|\bmass\w*|\bfibro\w*|\bgrid\b|\breticul\w*|\bplaques?\b|\bhernia\w*"
+    r"|\binterrupt\w*|\bdiscontinu\w*|\bbroken\b|\bdislocat\w*",
     re.I,
 )
 _SENTENCE = re.compile(r"(?<=[.;:!?])\s+|\n+|(?<=[;!?])(?=\S)")
@@ -230,6 +234,8 @@ _CHEXPERT_NEGATIVE_ONLY: dict[str, list[str]] = {
 # ``chexbert_compat=True`` (default) the CheXpert-14 rules follow it, so that the labeler stands in for CheXbert.
 # Each rule below was checked on CTRG-Chest reports labelled by CheXbert (counts: CheXbert-positive / mentions).
 _PLEURA_ABN_CB = r"(?:thick\w*|adhesi\w*|calcif\w*|plaques?|fibros\w*)"
+_CHEXBERT_LESION_WORDS = {r"\bnodul\w*": r"(?<!calcified )\bnodul\w*",
+                          r"\bmass(?:es|ive|like)?\b": r"\bmass(?:es|like)?\b"}
 CHEXBERT_PATTERNS: dict[str, list[str]] = {
     **CHEXPERT_PATTERNS,
     # "pleural hypertrophy" is no CheXpert word: CheXbert mostly leaves it blank (4 / 15: thickening, adhesion and
@@ -237,29 +243,50 @@ CHEXBERT_PATTERNS: dict[str, list[str]] = {
     "pleural other": [p.replace(_PLEURA_ABN, _PLEURA_ABN_CB).replace(r"hypertroph\w*|", "")
                       for p in CHEXPERT_PATTERNS["pleural other"]],
     # calcified / plaque-laden aorta or great vessels count as a cardiomediastinal finding (3 / 3; coronary-only
-    # calcification does not: 0 / 2), as do a tortuous or dilated aorta (rules above)
+    # calcification does not: 0 / 2), as do a tortuous or dilated aorta (rules above); and, as in the CheXpert
+    # labeler's mention list, any un-negated "mediastinum" is a mention ("trachea mediastinum in the middle": 6 / 6,
+    # "a round shadow in the front mediastinum")
     "enlarged cardiomediastinum": CHEXPERT_PATTERNS["enlarged cardiomediastinum"] + [
         r"\b(?:aort\w*|(?:large|great|big)\s+(?:blood\s+)?vessels?)(?:\s+\w+){0,2}?\s+(?:(?:is|are|was|were)\s+)?"
         r"(?:calcif\w*|atherosclero\w*|plaques?)",
         r"\b(?:calcif\w*|atherosclero\w*|plaques?)\s+(?:\w+\s+){0,4}?(?:of|in|on)\s+(?:the\s+)?"
         r"(?:[\w-]+\s+){0,4}?(?:aort\w*|(?:large|great|big)\s+(?:blood\s+)?vessels?)\b",
+        r"\bmediastinum\b",
     ],
+    # only the words "effusion" / "pleural fluid" (the CheXpert mentions): a described arc-shaped low-density
+    # shadow in the thoracic cavity is left blank (0 / 2)
+    "pleural effusion": [p for p in CHEXPERT_PATTERNS["pleural effusion"] if "arc|crescent" not in p],
     # CT's "ground-glass shadow / changes" is not read as lung opacity (1 / 6); the word "opacity" is
     "lung opacity": [r"\bopacit\w*", r"\binfiltrat\w*", r"\bhaz(?:y|iness)\b"],
+    # "calcified nodule" and "massive" are no lesion mentions (CheXpert labeler "unmentions"; reports whose only
+    # lesion words they are: 0 / 2 and 0 / 1), whereas a "nodular calcification" is (2 / 2)
+    "lung lesion": [_CHEXBERT_LESION_WORDS.get(p, p) for p in CHEXPERT_PATTERNS["lung lesion"]],
+    # only the word: a "pulmonary compression zone" or gas in the pleural cavity is left blank (0 / 1)
+    "pneumothorax": [r"\b(?:hydro)?pneumothora\w*"],
     # a bare "collapse" (thorax, vertebra) is atelectasis to CheXbert, as in the CheXpert labeler's mention list (2 / 2)
     "atelectasis": CHEXPERT_PATTERNS["atelectasis"] + [r"\bcollaps\w*"],
     # only the word "fracture": a described cortical interruption / broken end is left blank (0 / 5)
     "fracture": [r"\bfractur\w*"],
     # any "tube" (bronchial tube wall, Eustachian tube) is a device to CheXbert (5 / 6): chest X-ray reports'
-    # "tube" is nearly always an endotracheal / chest / feeding tube
-    "support devices": CHEXPERT_PATTERNS["support devices"] + [r"\btubes?\b"],
+    # "tube" is nearly always an endotracheal / chest / feeding tube; a stent, suture or internal fixation -- words the
+    # CheXpert labeler's device list lacks -- is left blank (0 / 3)
+    "support devices": [p for p in CHEXPERT_PATTERNS["support devices"]
+                        if not re.search(r"stent|suture|fixation", p)] + [r"\btubes?\b"],
 }
-# Mentions CheXbert reads as present even under a negation: "no (mass or) obvious(ly) enlarged lymph nodes in the
-# mediastinum" -- the hedge on the enlargement is not taken as its negation (8 / 8; whereas "no obvious mass or
-# enlarged lymph node", where the hedge bears on the mass, is mostly not positive: 5 / 72).
-_CHEXBERT_HEDGED_POSITIVE: dict[str, list[str]] = {
-    "enlarged cardiomediastinum": [r"\bobvious(?:ly)?\s+(?:enlarged|swollen)\s+lymph\s*nodes?\b(?=.*\bmediastin)"],
+# Mentions CheXbert reads as present even under a negation, each with whether a statement of normality elsewhere in
+# the sentence ("the shape of the heart shadow is normal, and ...") keeps it from being read so:
+# - "no (mass or) obvious(ly) enlarged lymph nodes in the mediastinum": the hedge on the enlargement is not taken as
+#   its negation (9 / 9);
+# - "no mass or enlarged lymph node ... in the mediastinum": the "no" is read as bearing on the mass only (6 / 7), but
+#   not after a statement of normality (18 / 56); "no obvious mass or enlarged lymph node", where the hedge bears on
+#   the mass, is mostly not positive either (8 / 86).
+_CHEXBERT_PRESENT_DESPITE_NEGATION: dict[str, list[tuple[str, bool]]] = {
+    "enlarged cardiomediastinum": [
+        (r"\bobvious(?:ly)?\s+(?:enlarged|swollen)\s+lymph\s*nodes?\b(?=.*\bmediastin)", False),
+        (r"\bno\s+mass(?:es)?\s+(?:or|and)\s+enlarged\s+lymph\s*nodes?\b(?=.*\bmediastin)", True),
+    ],
 }
+_NORMAL = re.compile(r"\bnormal\b", re.I)
 # -------------------------------------------------------------------------------------- CT-RATE-18
 CTRATE_PATTERNS: dict[str, list[str]] = {
     "medical material": CHEXPERT_PATTERNS["support devices"] + [
@@ -394,14 +421,17 @@ class RuleLabeler:
 
     ``disease_set``: ``"chexpert14"`` (default), ``"ctrate18"``, or a list of class names from either set
     (e.g. the findings of a synthetic benchmark; "no finding" is then computed over the listed classes).
-    ``lung_location_filter``: ignore lung-class mentions located in other organs (module doc).
+    ``lung_location_filter``: ignore lung-class mentions located in other organs (module doc); ``None`` (default):
+    on, except for the CheXpert-14 classes under ``chexbert_compat`` -- CheXbert, like the CheXpert labeler's
+    anatomy-free mention lists, reads a nodule or cancer anywhere as a lung lesion and a vertebral collapse as
+    atelectasis (6 of the 8 dev reports where the filter matters).
     ``cardiomegaly_implies_ecm``: apply the CheXpert hierarchy cardiomegaly -> enlarged cardiomediastinum.
     ``chexbert_compat``: CheXpert-14 classes follow CheXbert's consistent reading of CT wording
     (:data:`CHEXBERT_PATTERNS`: no "pleural hypertrophy", any "tube" is a device...); ``False`` reads the words
     literally (:data:`CHEXPERT_PATTERNS`). CT-RATE-18 classes are not affected.
     """
 
-    def __init__(self, disease_set="chexpert14", lung_location_filter: bool = True,
+    def __init__(self, disease_set="chexpert14", lung_location_filter: bool | None = None,
                  cardiomegaly_implies_ecm: bool = False, chexbert_compat: bool = True):
         if isinstance(disease_set, str):
             if disease_set not in RULE_SETS:
@@ -421,13 +451,16 @@ class RuleLabeler:
         self.disease_set = disease_set
         self.name = "rule-ctrate18" if disease_set == "ctrate18" else "rule"
         self.disease_names = names
-        self.lung_location_filter = lung_location_filter
         self.cardiomegaly_implies_ecm = cardiomegaly_implies_ecm
         self.chexbert_compat = chexbert_compat and disease_set != "ctrate18"
+        self.lung_location_filter = not self.chexbert_compat if lung_location_filter is None else lung_location_filter
+        anywhere = set(CHEXBERT_PATTERNS) if self.chexbert_compat and lung_location_filter is None else set()
+        self._location_filtered = {c for c in names if c in _LUNG_CLASSES and c not in anywhere}
         self._patterns = {c: [re.compile(p, re.I) for p in patterns[c]] for c in names if c != "no finding"}
         self._negative_only = {c: [re.compile(p, re.I) for p in ps] for c, ps in negative_only.items() if c in names}
-        hedged = _CHEXBERT_HEDGED_POSITIVE if self.chexbert_compat else {}
-        self._hedged_positive = {c: [re.compile(p, re.I) for p in ps] for c, ps in hedged.items() if c in names}
+        despite = _CHEXBERT_PRESENT_DESPITE_NEGATION if self.chexbert_compat else {}
+        self._present_despite_negation = {c: [(re.compile(p, re.I), u) for p, u in ps]
+                                          for c, ps in despite.items() if c in names}
 
     # --------------------------------------------------------------------------------------- core
     def mentions(self, text: str) -> list[tuple[str, int, str, str]]:
@@ -438,14 +471,16 @@ class RuleLabeler:
                 for cls, regexes in self._patterns.items():
                     for rx in regexes:
                         for m in rx.finditer(clause):
-                            if self.lung_location_filter and cls in _LUNG_CLASSES and _outside_lung(clause, sentence):
+                            if cls in self._location_filtered and _outside_lung(clause, sentence):
                                 continue
                             found.append((cls, mention_code(clause, m.start(), m.end()), m.group(0), clause))
                 for cls, regexes in self._negative_only.items():
                     if any(rx.search(clause) for rx in regexes):
                         found.append((cls, NEGATIVE, "", clause))
-                for cls, regexes in self._hedged_positive.items():
-                    for rx in regexes:
+                for cls, rules in self._present_despite_negation.items():
+                    for rx, unless_normal in rules:
+                        if unless_normal and _NORMAL.search(sentence):
+                            continue
                         for m in rx.finditer(clause):
                             code = UNCERTAIN if _UNCERTAIN.search(clause) else POSITIVE
                             found.append((cls, code, m.group(0), clause))
