@@ -369,3 +369,191 @@ def test_missing_optional_package_names_pip_install(monkeypatch, tmp_path, hu):
     monkeypatch.setattr(volume_io.importlib, "import_module", lambda n: fake_import(n))
     with pytest.raises(ImportError, match="pip install nibabel"):
         write_nifti(tmp_path / "x.nii", hu)
+
+
+# ----------------------------------------------------------------------------- stored values, lazy array, gzip backends
+def _reference_nifti_hwd(path) -> np.ndarray:
+    """Straightforward reading: nibabel's scaled data, reoriented to LPS by nibabel, (H, W, D) float32 C order."""
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    img = nib.load(str(path))
+    lps = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(("L", "P", "S"))))
+    return np.ascontiguousarray(np.asanyarray(lps.dataobj).transpose(1, 0, 2), dtype=np.float32)
+
+
+def _oblique_scaled_nifti(path, dtype=np.int16, slope=0.37, inter=-1024.5, byteorder="<"):
+    """A NIfTI with a permuted + flipped orientation, a translation and a non-integer scl_slope/scl_inter."""
+    import nibabel as nib
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    raw = rng.integers(max(info.min, -3000), min(info.max, 3000), size=(9, 11, 7)).astype(dtype)
+    affine = np.array([[0, 0, -2.5, 30.0], [0.8, 0, 0, -12.0], [0, -0.7, 0, 5.0], [0, 0, 0, 1.0]])  # (S, L, P)-ish
+    img = nib.Nifti1Image(raw.astype(np.dtype(dtype).newbyteorder(byteorder)), affine)
+    img.header.set_slope_inter(slope, inter)
+    img.set_qform(affine, code=1)
+    nib.save(img, str(path))
+    return raw
+
+
+def test_nifti_stored_values_are_kept_and_array_is_built_on_access(tmp_path):
+    import nibabel as nib
+
+    path = tmp_path / "obl.nii.gz"
+    raw = _oblique_scaled_nifti(path)
+    vol = read_volume(path)
+    stored = vol.stored()
+    assert stored.data.dtype == np.int16 and stored.is_scaled  # no float32 copy of the volume yet
+    assert not stored.data.flags.c_contiguous  # the canonical axes are a view of the file's memory order
+    assert "shape=(9, 7, 11), dtype=float32" in repr(vol)  # (A->P rows, R->L cols, I->S slices)
+    proxy = nib.load(str(path)).dataobj
+    assert (stored.slope, stored.inter) == (proxy.slope, proxy.inter)
+    assert np.array_equal(np.sort(stored.data.ravel()), np.sort(raw.ravel()))
+
+    ref = _reference_nifti_hwd(path)
+    arr = vol.array
+    assert arr.dtype == np.float32 and arr.flags.c_contiguous and arr.shape == (9, 7, 11)
+    np.testing.assert_array_equal(arr, ref)  # bit for bit what nibabel's scaling + a float32 cast give
+    assert vol.array is arr and vol.stored().data is arr  # built once, then the only copy
+    assert vol.spacing == (0.8, 2.5, 0.7)
+    assert vol.meta["orientation"] == "".join(nib.aff2axcodes(nib.load(str(path)).affine))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_scaled_nifti_that_could_overflow_float32_is_checked_eagerly(tmp_path):
+    import nibabel as nib
+
+    data = np.array([[[1, 2], [3, 30000]]], np.int16)
+    img = nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0]))
+    img.header.set_slope_inter(1e36, 0.0)
+    nib.save(img, str(tmp_path / "huge.nii"))
+    with pytest.raises(VolumeReadError, match="inf"):
+        read_volume(tmp_path / "huge.nii")
+
+
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("dtype", [np.int16, np.uint8, np.int32, np.float32])
+def test_nifti_dtypes_and_byte_orders_match_the_reference(tmp_path, dtype, byteorder):
+    import nibabel as nib
+
+    path = tmp_path / "v.nii.gz"
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 200, size=(5, 6, 4)).astype(np.dtype(dtype).newbyteorder(byteorder))
+    nib.save(nib.Nifti1Image(data, np.array([[0.9, 0, 0, 0], [0, 0, 1.5, 0], [0, -0.8, 0, 0], [0, 0, 0, 1.0]])), path)
+    vol = read_volume(path)
+    np.testing.assert_array_equal(vol.array, _reference_nifti_hwd(path).astype(vol.array.dtype))
+    assert vol.array.dtype == (np.uint8 if dtype == np.uint8 else np.float32) and vol.array.flags.c_contiguous
+    assert vol.kind == ("uint8" if dtype == np.uint8 else "hu")
+
+
+def _no_isal(monkeypatch):
+    """Make `import isal` fail and nibabel use the stdlib gzip module (not indexed_gzip)."""
+    import sys
+
+    import nibabel._compression as nc
+
+    monkeypatch.setitem(sys.modules, "isal", None)
+    monkeypatch.setitem(sys.modules, "isal.igzip", None)
+    monkeypatch.setattr(nc, "HAVE_INDEXED_GZIP", False)
+    assert volume_io._isal_igzip() is None
+
+
+def test_gz_is_decompressed_with_isal_when_installed(monkeypatch, tmp_path):
+    igzip = pytest.importorskip("isal.igzip")
+    path = tmp_path / "obl.nii.gz"
+    _oblique_scaled_nifti(path)
+    opened = []
+    real_open = igzip.open
+    monkeypatch.setattr(igzip, "open", lambda *a, **k: opened.append(a[0]) or real_open(*a, **k))
+    vol = read_volume(path)
+    assert opened == [str(path)]
+    np.testing.assert_array_equal(vol.array, _reference_nifti_hwd(path))
+
+
+def test_stdlib_gzip_fallback_without_isal(monkeypatch, tmp_path):
+    import gzip
+
+    path = tmp_path / "obl.nii.gz"
+    _oblique_scaled_nifti(path)
+    with_isal = read_volume(path)
+    _no_isal(monkeypatch)
+    opened = []
+    real_init = gzip.GzipFile.__init__
+
+    def spy(self, *args, **kwargs):
+        opened.append(True)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(gzip.GzipFile, "__init__", spy)
+    vol = read_volume(path)
+    assert opened  # read through the stdlib gzip module
+    assert vol.stored().data.dtype == np.int16 and vol.stored().is_scaled
+    np.testing.assert_array_equal(vol.array, _reference_nifti_hwd(path))
+    np.testing.assert_array_equal(vol.array, with_isal.array)
+    assert vol.spacing == with_isal.spacing and vol.meta == with_isal.meta
+
+
+@pytest.mark.parametrize("isal", [True, False])
+def test_nifti2_and_4d_singleton_and_uncompressed(monkeypatch, tmp_path, hu, isal):
+    import nibabel as nib
+
+    if not isal:
+        _no_isal(monkeypatch)
+    affine = np.diag([-0.8, -0.7, 2.5, 1.0])
+    data = hu.transpose(1, 0, 2).astype(np.int16)
+    nib.save(nib.Nifti2Image(data, affine), tmp_path / "two.nii.gz")
+    four = nib.Nifti1Image(data[..., None], affine)
+    four.header.set_slope_inter(2.0, -10.0)
+    nib.save(four, tmp_path / "four.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "plain.nii")
+    np.testing.assert_array_equal(read_volume(tmp_path / "two.nii.gz").array, hu)
+    np.testing.assert_array_equal(read_volume(tmp_path / "four.nii.gz").array, hu * 2 - 10)  # scl_slope/inter kept
+    plain = read_volume(tmp_path / "plain.nii")
+    (tmp_path / "plain.nii").unlink()  # read into memory: the Volume does not need the file later
+    np.testing.assert_array_equal(plain.array, hu)
+    assert read_volume(tmp_path / "two.nii.gz").spacing == SPACING
+
+
+def test_truncated_gz_names_the_file_with_and_without_isal(monkeypatch, tmp_path, hu):
+    path = tmp_path / "cut.nii.gz"
+    write_nifti(path, hu, SPACING)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(VolumeReadError, match="cannot read NIfTI"):
+        read_volume(path)
+    _no_isal(monkeypatch)
+    with pytest.raises(VolumeReadError, match="cannot read NIfTI"):
+        read_volume(path)
+
+
+def test_every_reader_gives_c_ordered_arrays_and_a_consistent_stored_view(tmp_path, hu):
+    import SimpleITK as sitk
+
+    write_nifti(tmp_path / "v.nii.gz", hu, SPACING)
+    img = sitk.GetImageFromArray(np.ascontiguousarray(hu.astype(np.int16)[:, ::-1, :].transpose(2, 0, 1)))
+    img.SetDirection((-1, 0, 0, 0, 1, 0, 0, 0, 1))
+    sitk.WriteImage(img, str(tmp_path / "v.nrrd"))
+    np.save(tmp_path / "v.npy", hu.astype(np.int16).transpose(2, 0, 1))
+    write_ct_series(tmp_path / "dcm", hu, spacing=SPACING)
+    sources = [(tmp_path / "v.nii.gz", {}), (tmp_path / "v.nrrd", {}), (tmp_path / "v.npy", {"axis_order": "DHW"}),
+               (tmp_path / "dcm", {})]
+    for src, kwargs in sources:
+        vol = read_volume(src, **kwargs)
+        stored = vol.stored()
+        np.testing.assert_array_equal(stored.rescale(stored.data).astype(np.float32), hu, err_msg=str(src))
+        assert vol.array.dtype == np.float32 and vol.array.flags.c_contiguous, src
+        np.testing.assert_array_equal(vol.array, hu, err_msg=str(src))
+
+
+def test_in_memory_arrays_are_copied_at_read_time_as_before(hu):
+    src = hu.astype(np.int16).transpose(2, 0, 1).copy()
+    vol = read_volume(src, axis_order="DHW")
+    src[:] = 0  # the caller changes its array afterwards
+    np.testing.assert_array_equal(vol.array, hu)
+
+
+def test_volume_array_can_be_replaced():
+    vol = read_volume(np.zeros((2, 3, 4), np.float32))
+    vol.array = np.ones((2, 3, 4), np.float32)
+    assert vol.stored().data is vol.array and float(vol.array.sum()) == 24

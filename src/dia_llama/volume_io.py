@@ -13,6 +13,11 @@ DICOM-LPS radiological display convention:
 ``spacing`` = (row_spacing_mm, col_spacing_mm, slice_spacing_mm), matching the axes.
 In NIfTI (RAS) terms the data is ``a.transpose(1, 0, 2)`` with affine
 ``diag(-col_spacing, -row_spacing, slice_spacing, 1)`` (axis codes L, P, S).
+
+File readers keep the values as stored (e.g. int16, in the file's memory order, the canonical axes as views, plus
+the NIfTI ``scl_slope``/``scl_inter``): ``Volume.array`` builds the float32 C-ordered array on first access, while
+``Volume.stored()`` hands the stored values to code that shrinks the volume first (the processor resizes them and
+converts only the small result). ``.nii.gz`` files are decompressed with python-isal when it is installed.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["VolumeReadError", "Volume", "read_volume", "write_nifti", "list_supported_formats"]
+__all__ = ["VolumeReadError", "Volume", "StoredArray", "read_volume", "write_nifti", "list_supported_formats"]
 
 ARRAY_SOURCE = "<array>"
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -43,9 +48,42 @@ class VolumeReadError(ValueError):
     """A volume could not be read; the message names the file/folder (or "<array>") and the problem."""
 
 
+@dataclass(frozen=True, eq=False)
+class StoredArray:
+    """A volume's values as read, before the conversion that ``Volume.array`` applies.
+
+    ``data``: (H, W, D) canonical view (any strides, native byte order, maybe read-only) of the stored values, an
+    integer or float32 dtype; the real values are ``rescale(data)`` (NIfTI ``scl_slope``/``scl_inter``, applied the
+    way nibabel does), cast to ``dtype`` (float32, or uint8 for 8-bit data).
+    """
+
+    data: np.ndarray
+    slope: Any = 1.0
+    inter: Any = 0.0
+    dtype: np.dtype = np.dtype(np.float32)
+
+    @property
+    def is_scaled(self) -> bool:
+        return not _is_identity_scaling(self.slope, self.inter)
+
+    def rescale(self, values: np.ndarray) -> np.ndarray:
+        """Stored values (the data or any part or nearest-neighbour resize of it) -> real values (not yet cast)."""
+        return _apply_scaling(values, self.slope, self.inter) if self.is_scaled else values
+
+    def materialize(self) -> np.ndarray:
+        """The canonical C-contiguous array (what the readers returned before they kept the stored values)."""
+        out = np.ascontiguousarray(self.rescale(self.data), dtype=self.dtype)
+        # numpy calls an array with a flipped length-1 axis contiguous; torch.from_numpy rejects its negative stride
+        return out.copy() if any(st < 0 for st in out.strides) else out
+
+
 @dataclass
 class Volume:
-    """A 3D volume in the canonical layout (see module docstring)."""
+    """A 3D volume in the canonical layout (see module docstring).
+
+    File readers fill it lazily: ``array`` is computed on first access (float32 HU for CT, uint8 for 8-bit slice
+    stacks, C-contiguous (H, W, D)); ``stored()`` gives the values as read without that conversion.
+    """
 
     array: np.ndarray  # (H, W, D): float32 HU for CT, uint8 for 8-bit slice stacks
     spacing: tuple[float, float, float]  # mm (row, col, slice); (1.0, 1.0, 1.0) when unknown
@@ -53,11 +91,46 @@ class Volume:
     kind: str  # "hu" | "uint8" | "unknown"
     meta: dict = field(default_factory=dict)
 
+    @classmethod
+    def _from_stored(cls, stored: StoredArray, spacing, source: str, kind: str, meta: dict) -> Volume:
+        vol = cls(None, spacing, source, kind, meta)  # type: ignore[arg-type]
+        vol.__dict__["_stored"] = stored
+        return vol
+
+    def stored(self) -> StoredArray:
+        """The values as read (before the float32 conversion and C-order copy), or ``array`` once that exists."""
+        lazy = self.__dict__.get("_stored")
+        return lazy if lazy is not None else StoredArray(self.array, dtype=np.asarray(self.array).dtype)
+
     def __repr__(self) -> str:
+        lazy = self.__dict__.get("_stored")
+        shape, dtype = (lazy.data.shape, lazy.dtype) if lazy is not None else (self.array.shape, self.array.dtype)
         return (
-            f"Volume(shape={tuple(self.array.shape)}, dtype={self.array.dtype}, spacing={self.spacing}, "
+            f"Volume(shape={tuple(shape)}, dtype={dtype}, spacing={self.spacing}, "
             f"kind={self.kind!r}, source={self.source!r})"
         )
+
+
+def _get_volume_array(vol: Volume) -> np.ndarray:
+    state = vol.__dict__
+    if "_array" not in state and "array" in state:  # unpickled from before the property
+        state["_array"] = state.pop("array")
+    lazy = state.get("_stored")
+    if lazy is not None:
+        state["_array"] = lazy.materialize()
+        state["_stored"] = None  # keep one copy of the data
+    return state["_array"]
+
+
+def _set_volume_array(vol: Volume, value) -> None:
+    vol.__dict__["_array"] = value
+    vol.__dict__["_stored"] = None
+
+
+# A property over the dataclass field: the generated __init__/__eq__/replace go through it.
+Volume.array = property(  # type: ignore[assignment]
+    _get_volume_array, _set_volume_array, doc="(H, W, D) float32 HU for CT, uint8 for 8-bit slice stacks"
+)
 
 
 def list_supported_formats() -> list[str]:
@@ -122,20 +195,71 @@ def _tensor_to_numpy(t) -> np.ndarray:
         return t.float().numpy()
 
 
-def _finalize(arr: np.ndarray, label: str, *, keep_uint8: bool) -> np.ndarray:
-    """Validate (3D, non-empty, finite) and cast: uint8 stays uint8 if ``keep_uint8``, else float32."""
+def _is_identity_scaling(slope, inter) -> bool:
+    slope = 1.0 if slope is None else slope
+    inter = 0.0 if inter is None else inter
+    return bool(slope == 1 and inter == 0)
+
+
+def _apply_scaling(values: np.ndarray, slope, inter) -> np.ndarray:
+    """``values * slope + inter`` exactly as nibabel's ArrayProxy scales on read (same upcasting), so that scaling
+    any part of the stored data gives the values ``np.asanyarray(img.dataobj)`` would hold there."""
+    from nibabel.volumeutils import apply_read_scaling  # scaling comes only from NIfTI headers
+
+    scl_slope = np.asanyarray(1.0 if slope is None else slope)
+    scl_inter = np.asanyarray(0.0 if inter is None else inter)
+    if np.can_cast(scl_inter, scl_slope.dtype):
+        scl_inter = scl_inter.astype(scl_slope.dtype)
+    return apply_read_scaling(values, scl_slope, scl_inter)
+
+
+def _validate(arr: np.ndarray, label: str) -> None:
     if arr.ndim != 3:
         raise VolumeReadError(f"{label}: expected a 3D volume, got {arr.ndim}D data with shape {tuple(arr.shape)}")
     if arr.size == 0:
         raise VolumeReadError(f"{label}: volume is empty (zero-size, shape {tuple(arr.shape)})")
     if arr.dtype.kind not in "biuf":
         raise VolumeReadError(f"{label}: unsupported data type {arr.dtype}")
-    if not (keep_uint8 and arr.dtype == np.uint8):
-        arr = arr.astype(np.float32, copy=False)
+
+
+def _check_finite(arr: np.ndarray, label: str) -> None:
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         problem = "NaN" if np.isnan(arr).any() else "inf"
         raise VolumeReadError(f"{label}: volume contains {problem} values")
-    return np.ascontiguousarray(arr)
+
+
+def _scaling_fits_float32(dtype: np.dtype, slope, inter) -> bool:
+    """Whether every stored integer value scales to a finite float32 (then no full pass is needed to check)."""
+    info = np.iinfo(dtype)
+    slope = 1.0 if slope is None else float(slope)
+    inter = 0.0 if inter is None else float(inter)
+    bound = max(abs(info.min * slope + inter), abs(info.max * slope + inter))
+    return bool(np.isfinite(bound) and bound < float(np.finfo(np.float32).max))
+
+
+def _stored(arr: np.ndarray, label: str, *, keep_uint8: bool, slope=1.0, inter=0.0) -> StoredArray:
+    """Validate (3D, non-empty, real, finite once converted) without converting or copying integer data.
+
+    Integer data stays as it is (any strides), with its scaling; float data becomes float32 (in its memory order);
+    byte-swapped data is swapped. Float data with a scaling, and integer data whose scaling could overflow float32,
+    are scaled here (as the eager readers did), so that ``Volume.array`` can never turn out non-finite."""
+    _validate(arr, label)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    scaled = not _is_identity_scaling(slope, inter)
+    if scaled and (arr.dtype.kind not in "iu" or not _scaling_fits_float32(arr.dtype, slope, inter)):
+        arr = np.asarray(_apply_scaling(arr, slope, inter))
+        slope, inter, scaled = 1.0, 0.0, False
+    if arr.dtype.kind not in "iu" and arr.dtype != np.float32:  # bool, float16, float64, ...
+        arr = arr.astype(np.float32)  # keeps the memory order
+    _check_finite(arr, label)
+    dtype = np.dtype(np.uint8 if keep_uint8 and arr.dtype == np.uint8 and not scaled else np.float32)
+    return StoredArray(arr, slope, inter, dtype)
+
+
+def _finalize(arr: np.ndarray, label: str, *, keep_uint8: bool) -> np.ndarray:
+    """Validate (3D, non-empty, finite) and cast: uint8 stays uint8 if ``keep_uint8``, else float32 (C order)."""
+    return _stored(arr, label, keep_uint8=keep_uint8).materialize()
 
 
 def _axes_to_hwd(arr: np.ndarray, axis_order: str, label: str) -> np.ndarray:
@@ -198,20 +322,56 @@ def write_nifti(path, array_hwd, spacing=(1.0, 1.0, 1.0), *, dtype=np.int16) -> 
     nib.save(img, str(path))
 
 
+def _isal_igzip():
+    """python-isal's ``igzip`` (ISA-L gzip, about 2x faster than zlib) or None when it is not installed."""
+    try:
+        from isal import igzip
+    except ImportError:
+        return None
+    return igzip
+
+
+def _open_nifti(nib, path: Path):
+    """(image, stream to close or None). ``.gz`` goes through python-isal when installed: the image is parsed from
+    the decompressing stream, which must stay open until the data is read. Otherwise (or when the start of the
+    file is not a single-file NIfTI-1/2 header) ``nib.load``, which uses indexed_gzip or the stdlib gzip module."""
+    igzip = _isal_igzip() if path.name.lower().endswith(".gz") else None
+    if igzip is not None:
+        stream = igzip.open(str(path), "rb")
+        try:
+            head = stream.read(540)
+            for klass in (nib.Nifti1Image, nib.Nifti2Image):
+                if klass.header_class.may_contain_header(head):
+                    stream.seek(0)
+                    return klass.from_stream(stream), stream
+        except BaseException:
+            stream.close()
+            raise
+        stream.close()
+    return nib.load(str(path), mmap=False), None  # in memory: the Volume must not depend on the file later
+
+
 def _read_nifti(path: Path) -> Volume:
     nib = _require("nibabel", "reading NIfTI")
     from nibabel import orientations as nio
 
     label = str(path)
     meta: dict[str, Any] = {"format": "nifti"}
+    stream = None
     try:
-        img = nib.load(label)
+        img, stream = _open_nifti(nib, path)
         shape = img.shape
+        slope, inter = 1.0, 0.0
         if len(shape) == 4 and shape[3] == 1:
             img = img.slicer[..., 0]
+            raw = np.asanyarray(img.dataobj)  # slicing has applied scl_slope/inter already
         elif len(shape) != 3:
             raise VolumeReadError(f"{label}: expected a 3D NIfTI volume, got {len(shape)}D data with shape {shape}")
-        raw = np.asanyarray(img.dataobj)  # applies scl_slope/inter (returns stored dtype when unscaled)
+        elif hasattr(img.dataobj, "get_unscaled"):
+            raw = np.asanyarray(img.dataobj.get_unscaled())  # stored dtype; scl_slope/inter applied later
+            slope, inter = img.dataobj.slope, img.dataobj.inter
+        else:
+            raw = np.asanyarray(img.dataobj)
         hdr = img.header
         if int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0:
             warnings.warn(f"{label}: NIfTI has no qform/sform; orientation taken from nibabel's default affine")
@@ -219,7 +379,7 @@ def _read_nifti(path: Path) -> Volume:
         if np.isnan(ornt).any():
             raise VolumeReadError(f"{label}: NIfTI affine is degenerate, cannot determine orientation")
         xform = nio.ornt_transform(ornt, nio.axcodes2ornt(("L", "P", "S")))
-        data = nio.apply_orientation(raw, xform)  # (x->L, y->P, z->S)
+        data = nio.apply_orientation(raw, xform)  # (x->L, y->P, z->S), a view
         zooms = [0.0, 0.0, 0.0]
         for j, z in enumerate(hdr.get_zooms()[:3]):
             zooms[int(xform[j, 0])] = float(str(np.float32(z)))  # shortest decimal: 0.7f -> 0.7, not 0.69999
@@ -229,10 +389,13 @@ def _read_nifti(path: Path) -> Volume:
         raise
     except Exception as exc:
         raise VolumeReadError(f"{label}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
-    arr = _finalize(data.transpose(1, 0, 2), label, keep_uint8=True)  # (H, W, D) = (P, L, S)
-    kind = "uint8" if arr.dtype == np.uint8 else "hu"
+    finally:
+        if stream is not None:
+            stream.close()
+    stored = _stored(data.transpose(1, 0, 2), label, keep_uint8=True, slope=slope, inter=inter)  # (P, L, S)
+    kind = "uint8" if stored.dtype == np.uint8 else "hu"
     spacing = _spacing_or_default((zooms[1], zooms[0], zooms[2]), label, meta)
-    return Volume(arr, spacing, label, kind, meta)
+    return Volume._from_stored(stored, spacing, label, kind, meta)
 
 
 # --------------------------------------------------------------------------- NRRD / MetaImage
@@ -259,9 +422,9 @@ def _read_sitk(path: Path) -> Volume:
         raise
     except Exception as exc:
         raise VolumeReadError(f"{label}: cannot read {meta['format']} ({type(exc).__name__}: {exc})") from exc
-    arr = _finalize(data.transpose(1, 2, 0), label, keep_uint8=True)  # (y, x, z) = (H, W, D)
-    kind = "uint8" if arr.dtype == np.uint8 else "hu"
-    return Volume(arr, _spacing_or_default((sy, sx, sz), label, meta), label, kind, meta)
+    stored = _stored(data.transpose(1, 2, 0), label, keep_uint8=True)  # (y, x, z) = (H, W, D)
+    kind = "uint8" if stored.dtype == np.uint8 else "hu"
+    return Volume._from_stored(stored, _spacing_or_default((sy, sx, sz), label, meta), label, kind, meta)
 
 
 # --------------------------------------------------------------------------- DICOM
@@ -428,7 +591,7 @@ def _read_dicom(source: Path, files: list[Path]) -> Volume:
     arr, spacing = _reorient_lps(arr, np.stack([col_cos, row_cos, normal], axis=1), spacing, label)
     meta["n_slices"] = len(slices)
     kind = "hu" if meta["modality"].upper() == "CT" or has_rescale else "unknown"
-    return Volume(_finalize(arr, label, keep_uint8=False), spacing, label, kind, meta)
+    return Volume._from_stored(_stored(arr, label, keep_uint8=False), spacing, label, kind, meta)
 
 
 # --------------------------------------------------------------------------- image slice folders
@@ -487,12 +650,12 @@ def _read_numpy_file(path: Path, axis_order: str) -> Volume:
         raise
     except Exception as exc:
         raise VolumeReadError(f"{label}: cannot read {_suffix(path)} ({type(exc).__name__}: {exc})") from exc
-    vol = _from_array(arr, axis_order, label)
+    vol = _from_array(arr, axis_order, label, lazy=True)  # the array was loaded here: no one else holds it
     vol.meta["format"] = _suffix(path).lstrip(".")
     return vol
 
 
-def _from_array(arr: np.ndarray, axis_order: str, label: str) -> Volume:
+def _from_array(arr: np.ndarray, axis_order: str, label: str, *, lazy: bool = False) -> Volume:
     arr = np.asarray(arr)
     if arr.ndim not in (3, 4):
         raise VolumeReadError(
@@ -500,9 +663,13 @@ def _from_array(arr: np.ndarray, axis_order: str, label: str) -> Volume:
             f"got {arr.ndim}D array of shape {arr.shape}"
         )
     hwd = _axes_to_hwd(arr, axis_order, label)
-    out = _finalize(hwd, label, keep_uint8=True)
-    kind = "uint8" if out.dtype == np.uint8 else "unknown"
-    return Volume(out, (1.0, 1.0, 1.0), label, kind, {"format": "array", "axis_order": axis_order.upper()})
+    stored = _stored(hwd, label, keep_uint8=True)
+    kind = "uint8" if stored.dtype == np.uint8 else "unknown"
+    meta = {"format": "array", "axis_order": axis_order.upper()}
+    if lazy:
+        return Volume._from_stored(stored, (1.0, 1.0, 1.0), label, kind, meta)
+    # a caller's array: converted now, as before (kept lazily, the caller's later changes to it would show)
+    return Volume(stored.materialize(), (1.0, 1.0, 1.0), label, kind, meta)
 
 
 # --------------------------------------------------------------------------- dispatch
