@@ -290,6 +290,25 @@ def test_prototype_memory_decides_by_closer_prototype():
     assert num_l == 14
 
 
+def test_derived_no_finding_follows_the_other_classes():
+    model, _ = build_model_and_processor("tiny", derive_no_finding=True)
+    names = model.config.disease_names
+    nf = names.index("no finding")
+    logits = torch.full((2, len(names)), -4.0)
+    logits[1, names.index("lung lesion")] = 4.0  # case 1 has a finding
+    logits[:, nf] = torch.tensor([-9.0, 9.0])  # its own prototype says the opposite of the other classes
+    branch = model.model.disease_branch
+    branch.forward = lambda feats: (None, logits)
+    dx = model.model.diagnose(patch_features=torch.zeros(2, 1, 96))
+    assert dx.present[:, nf].tolist() == [True, False]
+    expected = (1 - torch.sigmoid(torch.tensor(-4.0))) ** (len(names) - 1)
+    assert dx.probabilities[0, nf].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert dx.probabilities[1, nf].item() < 0.05
+    model.config.derive_no_finding = False  # the paper: "no finding" scored by its own prototype
+    dx = model.model.diagnose(patch_features=torch.zeros(2, 1, 96))
+    assert dx.present[:, nf].tolist() == [False, True]
+
+
 def test_temperature_starts_at_007_and_stays_bounded():
     model, _ = build_model_and_processor("tiny")
     branch = model.model.disease_branch

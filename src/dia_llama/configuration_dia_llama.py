@@ -47,6 +47,7 @@ CT_RATE_18 = [
 ]
 
 DISEASE_SETS = {"chexpert14": CHEXPERT_14, "ctrate18": CT_RATE_18}
+NO_FINDING = "no finding"
 
 DEFAULT_INSTRUCTION = (
     "Based on the above visual information and some key abnormal information related to specific diseases, "
@@ -203,6 +204,10 @@ class DiaLlamaConfig(PreTrainedConfig):
     # at mean pooling for thousands of steps at lr 1e-3; a larger scale acts as a learning-rate multiplier for it.
     disease_attention_scale: float = 1.0
     prototype_temperature: float = 0.07
+    # "no finding" by definition (CheXpert, the labelers, the synthetic benchmark) means no other class is present.
+    # True: `diagnose` derives it from the other classes' decisions (probability ∏(1 − p_i)) instead of its own
+    # prototype; False (the paper): it is scored like any other class.
+    derive_no_finding: bool = False
     temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
     projector_bias: bool = True
     legacy_disease_pooling: bool = False

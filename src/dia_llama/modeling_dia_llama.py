@@ -19,7 +19,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.utils import ModelOutput
 
-from .configuration_dia_llama import DiaLlamaConfig, DiaLlamaVisionConfig
+from .configuration_dia_llama import NO_FINDING, DiaLlamaConfig, DiaLlamaVisionConfig
 
 # ----------------------------------------------------------------------------------------------------------------------
 # Outputs
@@ -461,10 +461,18 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
         if patch_features is None:
             patch_features = self.encode_volume(pixel_values)
         _, logits = self.disease_branch(patch_features)
-        probs = torch.sigmoid(logits.float())
+        probs = torch.sigmoid(logits.float())  # (B, L)
+        present = probs > threshold
+        names = list(self.config.disease_names)
+        if self.config.derive_no_finding and NO_FINDING in names:
+            i = names.index(NO_FINDING)
+            others = [j for j in range(len(names)) if j != i]
+            probs = probs.clone()
+            probs[:, i] = (1 - probs[:, others]).prod(dim=-1)
+            present[:, i] = ~present[:, others].any(dim=-1)
         return DiaLlamaDiagnosis(
             probabilities=probs,
-            present=probs > threshold,
+            present=present,
             logits=logits,
             attention=self.disease_branch.attention_map(patch_features),
             disease_names=list(self.config.disease_names),
