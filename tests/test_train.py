@@ -38,10 +38,14 @@ def common_args(data, out, steps=4, **extra):
 
 def test_train_saves_a_loadable_checkpoint_and_logs_components(synth_data, tmp_path):
     out = tmp_path / "run"
-    assert train_main(common_args(synth_data, out, gradient_accumulation_steps=2)) == 0
+    assert train_main(common_args(synth_data, out, gradient_accumulation_steps=2, calibrate_thresholds="true")) == 0
     for name in ("config.json", "model.safetensors", "generation_config.json", "processor_config.json",
-                 "tokenizer.json", "modeling_dia_llama.py", "volume_io.py", "model_card.md"):
+                 "tokenizer.json", "modeling_dia_llama.py", "volume_io.py", "model_card.md",
+                 "threshold_calibration.json"):
         assert (out / name).exists(), name
+    calibration = json.loads((out / "threshold_calibration.json").read_text())
+    thresholds = json.loads((out / "config.json").read_text())["diagnosis_thresholds"]
+    assert thresholds == [d["threshold"] for d in calibration["per_disease"].values()] and len(thresholds) == 14
     gen = json.loads((out / "generation_config.json").read_text())
     assert gen["max_new_tokens"] == 300 and gen["do_sample"] is False
     state = json.loads((out / "trainer_state.json").read_text())

@@ -208,6 +208,9 @@ class DiaLlamaConfig(PreTrainedConfig):
     # True: `diagnose` derives it from the other classes' decisions (probability ∏(1 − p_i)) instead of its own
     # prototype; False (the paper): it is scored like any other class.
     derive_no_finding: bool = False
+    # Per-disease decision thresholds on the probability (None: 0.5, the paper's "closer to the abnormal prototype");
+    # `dia-llama train --calibrate_thresholds` sets them on the validation split (dia_llama.calibration).
+    diagnosis_thresholds: list[float] | None = None
     temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
     projector_bias: bool = True
     legacy_disease_pooling: bool = False
@@ -238,6 +241,12 @@ class DiaLlamaConfig(PreTrainedConfig):
         _require("{disease}" in self.prompt_template and "{state}" in self.prompt_template,
                  "prompt_template must contain {disease} and {state}")
         _require(self.present_word != self.absent_word, "present_word and absent_word must differ")
+        if self.diagnosis_thresholds is not None:
+            self.diagnosis_thresholds = [float(t) for t in self.diagnosis_thresholds]
+            _require(len(self.diagnosis_thresholds) == self.num_diseases
+                     and all(0 < t < 1 for t in self.diagnosis_thresholds),
+                     f"diagnosis_thresholds must hold {self.num_diseases} values in (0, 1), "
+                     f"got {self.diagnosis_thresholds}")
         if self.diagnosis_prompt_ids is not None:
             _require(len(self.diagnosis_prompt_ids) == self.num_diseases
                      and all(len(pair) == 2 for pair in self.diagnosis_prompt_ids),

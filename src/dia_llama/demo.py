@@ -60,7 +60,7 @@ def run_demo(output_dir="runs/demo", num_cases: int = DEMO_DEFAULTS["num_cases"]
             "--learning_rate", str(learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
             "--weight_decay", "0.0", "--logging_steps", "25", "--save_steps", "250", "--save_total_limit", "1",
             "--eval_strategy", "no", "--use_cpu", "true", "--seed", str(seed), "--report_to", "tensorboard",
-            "--dataloader_num_workers", "1", "--disable_tqdm", "false",
+            "--dataloader_num_workers", "1", "--disable_tqdm", "false", "--calibrate_thresholds", "true",
         ])
     timings["train_s"] = time.perf_counter() - t
 

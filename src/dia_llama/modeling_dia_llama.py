@@ -457,11 +457,15 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
             patch_features = self.encode_volume(pixel_values)
         return self.multi_modal_projector(self.resampler(patch_features))
 
-    def diagnose(self, pixel_values=None, patch_features=None, threshold: float = 0.5) -> DiaLlamaDiagnosis:
+    def diagnose(self, pixel_values=None, patch_features=None, threshold: float | None = None) -> DiaLlamaDiagnosis:
+        """`threshold`: one value for every disease; None uses `config.diagnosis_thresholds` (or 0.5 when unset)."""
         if patch_features is None:
             patch_features = self.encode_volume(pixel_values)
         _, logits = self.disease_branch(patch_features)
         probs = torch.sigmoid(logits.float())  # (B, L)
+        if threshold is None:
+            thresholds = self.config.diagnosis_thresholds
+            threshold = 0.5 if thresholds is None else torch.tensor(thresholds, device=probs.device)  # (L,)
         present = probs > threshold
         names = list(self.config.disease_names)
         if self.config.derive_no_finding and NO_FINDING in names:
@@ -606,8 +610,9 @@ class DiaLlamaForConditionalGeneration(DiaLlamaPreTrainedModel, GenerationMixin)
         return self.model.get_image_features(pixel_values=pixel_values)
 
     @torch.no_grad()
-    def diagnose(self, pixel_values: torch.Tensor, threshold: float = 0.5) -> DiaLlamaDiagnosis:
-        """Per-disease probabilities and present/absent decisions for a batch of volumes (B, C, H, W, D)."""
+    def diagnose(self, pixel_values: torch.Tensor, threshold: float | None = None) -> DiaLlamaDiagnosis:
+        """Per-disease probabilities and present/absent decisions for a batch of volumes (B, C, H, W, D); `threshold`
+        None uses `config.diagnosis_thresholds` (0.5 when unset)."""
         return self.model.diagnose(pixel_values=pixel_values, threshold=threshold)
 
     def forward(

@@ -41,6 +41,10 @@ class ModelArguments:
     lora_target_modules: str = field(default="q_proj,v_proj", metadata={"help": "comma-separated LLM projections"})
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into the saved checkpoint"})
     model_seed: int = field(default=0, metadata={"help": "seed of the random initialisation of new models"})
+    calibrate_thresholds: bool = field(
+        default=False, metadata={"help": "after training, choose each disease's decision threshold on --eval_split "
+                                         "(max F1; stored in config.diagnosis_thresholds)"}
+    )
 
 
 @dataclass
@@ -216,16 +220,25 @@ def apply_lora(model, model_args: ModelArguments):
     return peft_model
 
 
-def save_final_model(trainer, model, processor, output_dir: str, merge: bool = True) -> Path:
-    """Save model + processor with remote code, generation config and a filled model card."""
+def save_final_model(trainer, model, processor, output_dir: str, merge: bool = True, calibration_set=None) -> Path:
+    """Save model + processor with remote code, generation config and a filled model card; with `calibration_set`,
+    first set the per-disease decision thresholds on it (report in threshold_calibration.json)."""
     from .presets import save_pretrained_with_remote_code
 
     out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
     unwrapped = trainer.accelerator.unwrap_model(model) if trainer is not None else model
     if hasattr(unwrapped, "peft_config"):
         if not merge:
             unwrapped.save_pretrained(out / "adapter")
         unwrapped = unwrapped.merge_and_unload()
+    if calibration_set is not None:
+        from .calibration import calibrate_thresholds
+
+        report = calibrate_thresholds(unwrapped, calibration_set)
+        (out / "threshold_calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        logger.info("decision thresholds set on %d validation cases: %s", report["cases"],
+                    unwrapped.config.diagnosis_thresholds)
     unwrapped.config.use_cache = True
     save_pretrained_with_remote_code(unwrapped, processor, out)
     try:
@@ -295,6 +308,14 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         eval_split = _fill_missing_labels(dataset[data_args.eval_split], data_args.label_reports, names)
         eval_set = CTReportDataset(eval_split, processor.image_processor, cache)
 
+    calibration_set = None
+    if model_args.calibrate_thresholds:
+        if not data_args.eval_split or data_args.eval_split not in dataset:
+            raise ValueError(f"--calibrate_thresholds needs the --eval_split {data_args.eval_split!r} in {data_args.data}; "
+                             f"splits: {list(dataset)}")
+        split = _fill_missing_labels(dataset[data_args.eval_split], data_args.label_reports, names)
+        calibration_set = CTReportDataset(split, processor.image_processor, cache)
+
     if use_lora(model_args, model):
         model = apply_lora(model, model_args)
     model.config.use_cache = False
@@ -315,7 +336,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer.save_state()
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
-        save_final_model(trainer, trainer.model, processor, out, merge=model_args.merge_lora)
+        save_final_model(trainer, trainer.model, processor, out, merge=model_args.merge_lora,
+                         calibration_set=calibration_set)
         (out / "train_args.json").write_text(
             json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str) + "\n"
         )

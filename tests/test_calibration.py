@@ -1,0 +1,58 @@
+"""Per-disease decision thresholds: the F1-optimal choice, the config field and its use by `diagnose`."""
+
+import numpy as np
+import pytest
+import torch
+
+from dia_llama.calibration import f1_at, f1_optimal_thresholds
+from dia_llama.presets import build_model_and_processor
+
+
+def test_f1_at_hand_computed():
+    probs = np.array([0.9, 0.6, 0.4, 0.2])
+    labels = np.array([1, 0, 1, 0])
+    assert f1_at(probs, labels, 0.5) == pytest.approx(2 * 1 / (2 + 2))  # tp 1, predicted 2, positives 2
+    assert f1_at(probs, labels, 0.3) == pytest.approx(2 * 2 / (3 + 2))
+    assert f1_at(np.zeros(3), np.zeros(3), 0.5) == 0.0  # nothing to find, nothing predicted
+
+
+def test_thresholds_maximise_f1_and_keep_default_for_rare_columns():
+    rng = np.random.default_rng(0)
+    labels = np.zeros((40, 3), dtype=int)
+    labels[:10, 0] = 1  # column 0: positives score 0.30-0.40, negatives 0.05-0.15 → best threshold in [0.15, 0.30], the nearest to 0.5 on ties
+    labels[:3, 1] = 1  # column 1: 3 positives < min_positives → stays 0.5
+    labels[:20, 2] = 1  # column 2: already separated at 0.5 → ties resolved towards 0.5
+    probs = np.empty((40, 3))
+    probs[:, 0] = np.where(labels[:, 0] == 1, rng.uniform(0.30, 0.40, 40), rng.uniform(0.05, 0.15, 40))
+    probs[:, 1] = rng.uniform(0, 1, 40)
+    probs[:, 2] = np.where(labels[:, 2] == 1, 0.9, 0.1)
+    t = f1_optimal_thresholds(probs, labels, min_positives=5)
+    assert 0.15 <= t[0] <= 0.30 and f1_at(probs[:, 0], labels[:, 0], t[0]) == 1.0
+    assert t[1] == 0.5
+    assert t[2] == 0.5
+    with pytest.raises(ValueError, match="must both be"):
+        f1_optimal_thresholds(probs[:, 0], labels[:, 0])
+
+
+def test_diagnose_uses_config_thresholds():
+    model, _ = build_model_and_processor("tiny")
+    names = model.config.disease_names
+    logits = torch.zeros(1, len(names))
+    logits[0, names.index("lung lesion")] = -1.0  # p = 0.27
+    model.model.disease_branch.forward = lambda feats: (None, logits)
+    feats = torch.zeros(1, 1, 96)
+    lesion = names.index("lung lesion")
+    assert not model.model.diagnose(patch_features=feats).present[0, lesion]
+    thresholds = [0.5] * len(names)
+    thresholds[lesion] = 0.2
+    model.config.diagnosis_thresholds = thresholds
+    assert model.model.diagnose(patch_features=feats).present[0, lesion]
+    assert not model.model.diagnose(patch_features=feats, threshold=0.5).present[0, lesion]  # explicit wins
+
+
+@pytest.mark.parametrize("bad", [[0.5] * 3, [0.0] * 14, [1.2] + [0.5] * 13])
+def test_invalid_thresholds_raise(bad):
+    from dia_llama import DiaLlamaConfig
+
+    with pytest.raises(ValueError, match="diagnosis_thresholds"):
+        DiaLlamaConfig(diagnosis_thresholds=bad)
