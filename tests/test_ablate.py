@@ -22,3 +22,24 @@ def test_ablate_one_step_smoke(tmp_path):
     mtime = (out / "full" / "seed0" / "metrics.json").stat().st_mtime
     assert main(args) == 0
     assert (out / "full" / "seed0" / "metrics.json").stat().st_mtime == mtime
+
+
+def _fake_metrics(seed, ce_f1, bleu4, dx_f1):
+    return {"seed": seed, "clinical_efficacy": {"micro": {"precision": 0.5, "recall": 0.5, "f1": ce_f1}},
+            "nlg": {"coco_raw": {"BLEU-1": 60.0, "BLEU-4": bleu4, "METEOR": 30.0, "ROUGE-L": 50.0}},
+            "diagnosis": {"micro": {"f1": dx_f1}}}
+
+
+def test_aggregate_and_paired_differences_keep_units():
+    from dia_llama.ablate import aggregate, markdown_tables, paired_differences
+
+    results = {"full": [_fake_metrics(0, 0.50, 37.0, 0.60), _fake_metrics(1, 0.54, 39.0, 0.62)],
+               "baseline": [_fake_metrics(1, 0.44, 36.0, 0.62), _fake_metrics(0, 0.40, 35.0, 0.60)]}
+    table = aggregate(results)
+    assert table["full"]["BLEU-4"][0] == 38.0 and table["full"]["CE F1"][0] == 0.52  # percentage points / fractions
+    diffs = paired_differences(results)
+    mean, std, n = diffs["baseline"]["CE F1"]
+    assert (round(mean, 6), round(std, 6), n) == (-0.1, 0.0, 2)  # paired by seed, not by position
+    assert diffs["baseline"]["BLEU-4"][0] == -2.5
+    assert "| Full model (DTP + DAA + DPM) | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.520 ± 0.028 | 60.00 ± 0.00 | 38.00 ± 1.41" \
+        in markdown_tables(table, "t")

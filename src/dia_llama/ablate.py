@@ -25,10 +25,12 @@ SETTINGS = {
 }
 TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full"]
 TABLE3 = [("none", "baseline"), ("text", "full"), ("token", "prompt_token"), ("feature", "prompt_feature")]
-COLUMNS = [("CE P", ("clinical_efficacy", "micro", "precision"), 1), ("CE R", ("clinical_efficacy", "micro", "recall"), 1),
-           ("CE F1", ("clinical_efficacy", "micro", "f1"), 1), ("BLEU-1", ("nlg", "coco_raw", "BLEU-1"), 0.01),
-           ("BLEU-4", ("nlg", "coco_raw", "BLEU-4"), 0.01), ("METEOR", ("nlg", "coco_raw", "METEOR"), 0.01),
-           ("ROUGE-L", ("nlg", "coco_raw", "ROUGE-L"), 0.01), ("Dx F1", ("diagnosis", "micro", "f1"), 1)]
+# (column, path in metrics.json, decimals shown): CE / Dx are fractions, the NLG metrics percentage points
+COLUMNS = [("CE P", ("clinical_efficacy", "micro", "precision"), 3), ("CE R", ("clinical_efficacy", "micro", "recall"), 3),
+           ("CE F1", ("clinical_efficacy", "micro", "f1"), 3), ("BLEU-1", ("nlg", "coco_raw", "BLEU-1"), 2),
+           ("BLEU-4", ("nlg", "coco_raw", "BLEU-4"), 2), ("METEOR", ("nlg", "coco_raw", "METEOR"), 2),
+           ("ROUGE-L", ("nlg", "coco_raw", "ROUGE-L"), 2), ("Dx F1", ("diagnosis", "micro", "f1"), 3)]
+COLUMN_DECIMALS = {name: decimals for name, _, decimals in COLUMNS}
 
 
 def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: int, batch_size: int,
@@ -73,11 +75,45 @@ def aggregate(results: dict[str, list[dict]]) -> dict:
     table = {}
     for setting, runs in results.items():
         row = {}
-        for name, path, scale in COLUMNS:
-            values = np.array([_get(m, path) * (1 / scale if scale != 1 else 1) for m in runs])
+        for name, path, _ in COLUMNS:
+            values = np.array([_get(m, path) for m in runs])  # fractions (CE, Dx) or percentage points (NLG)
             row[name] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
         table[setting] = row
     return table
+
+
+def paired_differences(results: dict[str, list[dict]], reference: str = "full",
+                       columns=("CE F1", "Dx F1", "BLEU-4")) -> dict:
+    """Per setting, the same-seed difference setting − `reference` of each column: (mean, std, n seeds).
+
+    Seeds share the data order and initialisation, so pairing removes most of the seed-to-seed spread."""
+    if reference not in results:
+        return {}
+    ref = {m["seed"]: m for m in results[reference]}
+    spec = {name: path for name, path, _ in COLUMNS if name in columns}
+    out = {}
+    for setting, runs in results.items():
+        if setting == reference:
+            continue
+        row = {}
+        for name, path in spec.items():
+            diffs = np.array([_get(m, path) - _get(ref[m["seed"]], path) for m in runs if m["seed"] in ref])
+            if len(diffs):
+                row[name] = (float(diffs.mean()), float(diffs.std(ddof=1)) if len(diffs) > 1 else 0.0, len(diffs))
+        out[setting] = row
+    return out
+
+
+def paired_markdown(diffs: dict, reference: str = "full") -> str:
+    if not diffs:
+        return ""
+    columns = list(next(iter(diffs.values())))
+    lines = [f"Same-seed difference to the {SETTINGS[reference][0]} (mean ± std over seeds; negative = worse):", "",
+             "| setting | " + " | ".join(f"Δ {c}" for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for setting, row in diffs.items():
+        lines.append(f"| {SETTINGS[setting][0]} | " + " | ".join(
+            f"{row[c][0]:+.{COLUMN_DECIMALS[c]}f} ± {row[c][1]:.{COLUMN_DECIMALS[c]}f}" for c in columns) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def per_disease_f1(results: dict[str, list[dict]]) -> dict:
@@ -118,18 +154,16 @@ def plot_figure2(results, train_counts: dict[str, int], path: Path) -> None:
     plt.close(fig)
 
 
+def _cells(row: dict) -> str:
+    return " | ".join(f"{m:.{COLUMN_DECIMALS[c]}f} ± {sd:.{COLUMN_DECIMALS[c]}f}" for c, (m, sd) in row.items())
+
+
 def markdown_tables(table: dict, title: str) -> str:
     head = "| setting | " + " | ".join(c[0] for c in COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     lines = [f"### {title}", "", "Table 2 analogue (components):", "", head.rstrip("\n")]
-    for s in TABLE2:
-        if s in table:
-            lines.append(f"| {SETTINGS[s][0]} | " + " | ".join(f"{m:.3f} ± {sd:.3f}" if c[2] == 1 else f"{m:.2f} ± {sd:.2f}"
-                                                            for c, (m, sd) in zip(COLUMNS, table[s].values())) + " |")
+    lines += [f"| {SETTINGS[s][0]} | {_cells(table[s])} |" for s in TABLE2 if s in table]
     lines += ["", "Table 3 analogue (prompt type, with DAA + DPM):", "", head.rstrip("\n")]
-    for label, s in TABLE3:
-        if s in table:
-            lines.append(f"| {label} | " + " | ".join(f"{m:.3f} ± {sd:.3f}" if c[2] == 1 else f"{m:.2f} ± {sd:.2f}"
-                                                     for c, (m, sd) in zip(COLUMNS, table[s].values())) + " |")
+    lines += [f"| {label} | {_cells(table[s])} |" for label, s in TABLE3 if s in table]
     return "\n".join(lines) + "\n"
 
 
@@ -164,7 +198,10 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
                "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
                "elapsed_s": time.perf_counter() - start}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    md = markdown_tables(table, title)
+    diffs = paired_differences(results)
+    summary["paired_differences_vs_full"] = diffs
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    md = markdown_tables(table, title) + "\n" + paired_markdown(diffs)
     md += "\nMacro-F1 of the disease branch over the rare classes (< 5 % of training cases: " + ", ".join(rare_names) + "):\n\n"
     md += "\n".join(f"- {SETTINGS[s][0]}: {v:.3f}" for s, v in rare.items()) + "\n"
     (out / "tables.md").write_text(md)
