@@ -39,16 +39,9 @@ def read_table(path) -> list[dict]:
     if not text.strip():
         raise ValueError(f"{path}: the file is empty")
     if suffix in (".jsonl", ".ndjson") or (suffix == ".json" and not text.lstrip().startswith("[")):
-        rows = []
-        for i, line in enumerate(text.splitlines(), start=1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {i} is not valid JSON ({err.msg})") from err
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}: line {i} is not a JSON object")
-                rows.append(row)
+        from .data.datasets import parse_json_lines
+
+        rows = [row for _, row in parse_json_lines(text, path)]
     elif suffix == ".json":
         rows = json.loads(text)
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):

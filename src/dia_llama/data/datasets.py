@@ -338,6 +338,12 @@ def _read_manifest_json(path: Path) -> list[tuple[int, dict]]:
         if not all(isinstance(r, dict) for r in data):
             raise DatasetError(f"{path}: expected a list of objects")
         return [(i + 1, r) for i, r in enumerate(data)]
+    return parse_json_lines(text, path)
+
+
+def parse_json_lines(text: str, path) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line of JSON Lines `text`; DatasetError (a ValueError) naming `path`
+    and the line for a line that is not a JSON object."""
     rows = []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
