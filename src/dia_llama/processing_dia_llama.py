@@ -20,7 +20,7 @@ from .configuration_dia_llama import (
     PROMPT_TYPES,
     resolve_disease_names,
 )
-from .volume_io import Volume, VolumeReadError, read_volume
+from .volume_io import Volume, VolumeReadError, c_contiguous, read_volume
 
 INTENSITY_MODES = ("minmax", "hu", "uint8")
 RESAMPLE_MODES = ("trilinear", "nearest", "area")
@@ -247,19 +247,13 @@ def _lerp_axis(x: np.ndarray, axis: int, i0, i1, lam) -> np.ndarray:
     return out
 
 
-def _c_float32(x: np.ndarray) -> np.ndarray:
-    out = np.ascontiguousarray(x, dtype=np.float32)
-    # numpy calls an array with a flipped length-1 axis contiguous; torch.from_numpy rejects its negative stride
-    return out.copy() if any(st < 0 for st in out.strides) else out
-
-
 def resize_volume(array: np.ndarray, size, mode: str, rescale=None) -> np.ndarray:
     """Resize an (H, W, D) array of any real dtype and layout to `size` → C-ordered float32, equal (to float
     rounding; "nearest" and integer "area" exactly) to torch's interpolation of the float32 volume."""
     array = np.asarray(array)
     size = tuple(int(v) for v in size)
     if tuple(array.shape) == size:  # no resampling, as before: the values themselves
-        return _c_float32(rescale(array) if rescale is not None else array)
+        return c_contiguous(rescale(array) if rescale is not None else array, np.float32)
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     if array.dtype.kind not in "iuf" or array.dtype.itemsize > 4 and array.dtype.kind == "f":
@@ -275,7 +269,7 @@ def resize_volume(array: np.ndarray, size, mode: str, rescale=None) -> np.ndarra
             k = _nearest_exact_index(n_in[j], n_out[j])
             idx.append(n_in[j] - 1 - k if flips[i] else k)
         picked = base[np.ix_(*idx)].transpose(inverse)  # gathered in the stored dtype
-        return _c_float32(rescale(picked) if rescale is not None else picked)
+        return c_contiguous(rescale(picked) if rescale is not None else picked, np.float32)
 
     if mode == "area":
         if base.dtype.kind in "iu":
@@ -309,7 +303,7 @@ def resize_volume(array: np.ndarray, size, mode: str, rescale=None) -> np.ndarra
         raise ValueError(f"resample must be one of {RESAMPLE_MODES}, got {mode!r}")
     if flip_back:
         out = np.flip(out, axis=tuple(flip_back))
-    return _c_float32(rescale(out) if rescale is not None else out)
+    return c_contiguous(rescale(out) if rescale is not None else out, np.float32)
 
 
 def _is_batch(volumes) -> bool:

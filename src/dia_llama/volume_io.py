@@ -72,9 +72,14 @@ class StoredArray:
 
     def materialize(self) -> np.ndarray:
         """The canonical C-contiguous array (what the readers returned before they kept the stored values)."""
-        out = np.ascontiguousarray(self.rescale(self.data), dtype=self.dtype)
-        # numpy calls an array with a flipped length-1 axis contiguous; torch.from_numpy rejects its negative stride
-        return out.copy() if any(st < 0 for st in out.strides) else out
+        return c_contiguous(self.rescale(self.data), self.dtype)
+
+
+def c_contiguous(values: np.ndarray, dtype) -> np.ndarray:
+    """`values` as a C-contiguous array of `dtype` with non-negative strides (torch.from_numpy accepts it)."""
+    out = np.ascontiguousarray(values, dtype=dtype)
+    # numpy calls an array with a flipped length-1 axis contiguous; torch.from_numpy rejects its negative stride
+    return out.copy() if any(st < 0 for st in out.strides) else out
 
 
 @dataclass
