@@ -13,15 +13,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .metrics import _prf
+
 DEFAULT_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
 
 
 def f1_at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """F1 of `probabilities > threshold` against binary `labels` (1-D); 0 when there is nothing to find or predict."""
-    predicted = probabilities > threshold
-    tp = float(np.sum(predicted & (labels == 1)))
-    denominator = float(predicted.sum() + (labels == 1).sum())
-    return 2 * tp / denominator if denominator else 0.0
+    predicted, positive = probabilities > threshold, labels == 1
+    return float(_prf((predicted & positive).sum(), (predicted & ~positive).sum(), (~predicted & positive).sum())[2])
 
 
 def f1_optimal_thresholds(probabilities, labels, min_positives: int = 5, default: float = 0.5,
