@@ -303,18 +303,16 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if data_args.max_train_samples:
         train_split = train_split.select(range(min(data_args.max_train_samples, len(train_split))))
     train_set = CTReportDataset(train_split, processor.image_processor, cache)
-    eval_set = None
-    if data_args.eval_split and data_args.eval_split in dataset and training_args.eval_strategy != "no":
+    has_eval_split = bool(data_args.eval_split) and data_args.eval_split in dataset
+    if model_args.calibrate_thresholds and not has_eval_split:
+        raise ValueError(f"--calibrate_thresholds needs the --eval_split {data_args.eval_split!r} in {data_args.data}; "
+                         f"splits: {list(dataset)}")
+    validation_set = None  # the loss-only evaluation and the threshold calibration share it
+    if has_eval_split and (training_args.eval_strategy != "no" or model_args.calibrate_thresholds):
         eval_split = _fill_missing_labels(dataset[data_args.eval_split], data_args.label_reports, names)
-        eval_set = CTReportDataset(eval_split, processor.image_processor, cache)
-
-    calibration_set = None
-    if model_args.calibrate_thresholds:
-        if not data_args.eval_split or data_args.eval_split not in dataset:
-            raise ValueError(f"--calibrate_thresholds needs the --eval_split {data_args.eval_split!r} in {data_args.data}; "
-                             f"splits: {list(dataset)}")
-        split = _fill_missing_labels(dataset[data_args.eval_split], data_args.label_reports, names)
-        calibration_set = CTReportDataset(split, processor.image_processor, cache)
+        validation_set = CTReportDataset(eval_split, processor.image_processor, cache)
+    eval_set = validation_set if training_args.eval_strategy != "no" else None
+    calibration_set = validation_set if model_args.calibrate_thresholds else None
 
     if use_lora(model_args, model):
         model = apply_lora(model, model_args)
