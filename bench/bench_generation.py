@@ -106,8 +106,7 @@ def run(quick: bool = False, results_dir=None, new_tokens: int | None = None, re
         return decode[b]["prefill_s"] + n * decode[b]["decode_s_per_token"]
 
     def projected(n):  # batch-b8 / batch-b1 tokens/s at n new tokens, from the measured prefill and per-token times
-        t1 = decode[b1]["prefill_s"] + n * decode[b1]["decode_s_per_token"]
-        t8 = decode[b8]["prefill_s"] + n * decode[b8]["decode_s_per_token"]
+        t1, t8 = cached_time(b1, n), cached_time(b8, n)
         return b8 * t1 / (b1 * t8) if t8 > 0 else float("nan")
 
     pre_share = decode[b8]["prefill_s"] / timings[f"batch{b8}_cache"]["median_s"]
