@@ -191,15 +191,14 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
     labels = np.array(dataset["train"]["labels"])
     train_counts = {n: int((labels[:, i] == 1).sum()) for i, n in enumerate(names)}
     table = aggregate(results)
+    diffs = paired_differences(results)
     rare, rare_names = rare_macro_f1(results, train_counts, len(labels))
     plot_figure2(results, train_counts, out / "figure2_per_disease_f1.png")
     summary = {"table": table, "rare_macro_f1": rare, "rare_classes": rare_names, "train_counts": train_counts,
                "settings": {s: SETTINGS[s][1] for s in settings}, "seeds": list(seeds), "preset": preset,
+               "paired_differences_vs_full": diffs,
                "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
                "elapsed_s": time.perf_counter() - start}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    diffs = paired_differences(results)
-    summary["paired_differences_vs_full"] = diffs
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = markdown_tables(table, title) + "\n" + paired_markdown(diffs)
     md += "\nMacro-F1 of the disease branch over the rare classes (< 5 % of training cases: " + ", ".join(rare_names) + "):\n\n"
