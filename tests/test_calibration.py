@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dia_llama.calibration import f1_at, f1_optimal_thresholds
+from dia_llama.calibration import decisions, f1_at, f1_optimal_thresholds, micro_f1, micro_f1_optimal_thresholds
 from dia_llama.presets import build_model_and_processor
 
 
@@ -32,6 +32,44 @@ def test_thresholds_maximise_f1_and_keep_default_for_rare_columns():
     assert t[2] == 0.5
     with pytest.raises(ValueError, match="must both be"):
         f1_optimal_thresholds(probs[:, 0], labels[:, 0])
+
+
+def unlearnt_finding_case():
+    """Column 0 learnt but shifted low (positives 0.30-0.40), column 1 not learnt (10 % positives, every case at
+    0.06-0.09), column 2 a derived "no finding" (no other column present)."""
+    rng = np.random.default_rng(1)
+    n = 100
+    labels = np.zeros((n, 3), dtype=int)
+    labels[:40, 0] = 1
+    labels[35:45, 1] = 1
+    labels[:, 2] = (labels[:, :2] == 0).all(1)
+    probs = np.empty((n, 3))
+    probs[:, 0] = np.where(labels[:, 0] == 1, rng.uniform(0.30, 0.40, n), rng.uniform(0.0, 0.1, n))
+    probs[:, 1] = rng.uniform(0.06, 0.09, n)
+    probs[:, 2] = 0.5
+    return probs, labels
+
+
+def test_per_class_objective_predicts_an_unlearnt_finding_everywhere():
+    probs, labels = unlearnt_finding_case()
+    t = f1_optimal_thresholds(probs, labels)
+    assert t[1] == 0.05  # every case "present": F1 2·0.1/1.1 = 0.18 beats 0 for the column alone
+    assert decisions(probs, t, derived_column=2)[:, 1].all()
+
+
+def test_micro_objective_keeps_an_unlearnt_finding_off_and_beats_per_class():
+    probs, labels = unlearnt_finding_case()
+    t = micro_f1_optimal_thresholds(probs, labels, derived_column=2)
+    assert 0.1 <= t[0] <= 0.30 and t[1] == 0.5 and t[2] == 0.5
+    micro = micro_f1(decisions(probs, t, derived_column=2), labels)
+    per_class = micro_f1(decisions(probs, f1_optimal_thresholds(probs, labels), derived_column=2), labels)
+    # micro: column 0 right (40 TP), column 1 missed (10 FN), "no finding" on cases 40-99 (55 TP, 5 FP)
+    assert micro == pytest.approx(2 * 95 / (2 * 95 + 5 + 10))
+    # per class: column 1 everywhere (10 TP, 90 FP), so "no finding" is never derived (55 FN)
+    assert per_class == pytest.approx(2 * 50 / (2 * 50 + 90 + 55))
+    assert micro_f1(decisions(probs, [0.5] * 3, derived_column=2), labels) < micro
+    with pytest.raises(ValueError, match="must both be"):
+        micro_f1_optimal_thresholds(probs[:, 0], labels[:, 0])
 
 
 def test_diagnose_uses_config_thresholds():
