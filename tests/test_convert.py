@@ -30,6 +30,7 @@ LM = "lang_model.base_model.model."  # peft-0.7-wrapped LLaMA
 
 # Tiny vision sizes (the `tiny` preset): 1 channel, 8×8×4 patches of a 64×64×32 volume → 512 tokens of width 96.
 VIS = VISION_PRESETS["tiny"]
+LINEAR = {"patch_embedding": "linear"}  # RadFM and the research code embed patches linearly
 C = VIS["hidden_size"]
 INNER = VIS["num_attention_heads"] * VIS["head_dim"]
 P_INNER = VIS["perceiver_heads"] * VIS["perceiver_head_dim"]
@@ -421,7 +422,7 @@ def radfm_state(sd):
 
 
 def test_load_vision_weights_from_radfm(official, tmp_path):
-    model, _ = build_model_and_processor("tiny")
+    model, _ = build_model_and_processor("tiny", vision_overrides=LINEAR)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     state = radfm_state(official[1])
     report = load_vision_weights(model, state)
@@ -437,7 +438,7 @@ def test_load_vision_weights_from_radfm(official, tmp_path):
     torch.save(vit, tmp_path / "RadFM_vit3d.pth")
     perceiver = {k.removeprefix(E + "perceiver."): v for k, v in state.items() if k.startswith(E + "perceiver.")}
     torch.save({"perceiver": perceiver, "fc": {"weight": torch.zeros(80, C)}}, tmp_path / "RadFM_perceiver_fc.pth")
-    fresh, _ = build_model_and_processor("tiny", seed=3)
+    fresh, _ = build_model_and_processor("tiny", seed=3, vision_overrides=LINEAR)
     r1 = load_vision_weights(fresh, tmp_path / "RadFM_vit3d.pth")
     r2 = load_vision_weights(fresh, tmp_path / "RadFM_perceiver_fc.pth", source="radfm")
     assert len(r1.mapped) + len(r2.mapped) == len(report.mapped)
@@ -446,14 +447,14 @@ def test_load_vision_weights_from_radfm(official, tmp_path):
 
 
 def test_load_vision_weights_official_includes_disease_branch(official, converted):
-    model, _ = build_model_and_processor("tiny")
+    model, _ = build_model_and_processor("tiny", vision_overrides=LINEAR)
     report = load_vision_weights(model, official[0])
     assert report.source == "official" and report.missing == [] and report.unmapped == []
     db = model.model.disease_branch
     assert torch.equal(db.abnormal_prototypes, official[1][E + "pos_sample_memory"][:, 0])
     assert math.isclose(db.temperature.item(), TEMP, rel_tol=1e-6)
     # a Dia-LLaMA checkpoint's own keys
-    fresh, _ = build_model_and_processor("tiny", seed=5)
+    fresh, _ = build_model_and_processor("tiny", seed=5, vision_overrides=LINEAR)
     report = load_vision_weights(fresh, converted[0].state_dict())
     assert report.source == "dia_llama" and report.missing == []
     assert torch.equal(fresh.model.resampler.norm.weight, converted[0].model.resampler.norm.weight)

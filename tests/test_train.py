@@ -73,6 +73,20 @@ def test_lora_targets_llm_and_trains_vision_side(tmp_path):
     assert frozen_llm and not any(n in trainable for n in frozen_llm)
 
 
+def test_vision_config_overrides_the_preset_tower():
+    model, _ = build_model(ModelArguments(preset="tiny"))
+    assert model.config.vision_config.patch_embedding == "conv"  # the tiny preset's stem
+    args = ModelArguments(preset="tiny", vision_config='{"patch_embedding": "linear", "num_hidden_layers": 3}')
+    model, _ = build_model(args)
+    vc = model.config.vision_config
+    assert (vc.patch_embedding, vc.num_hidden_layers) == ("linear", 3) and len(model.model.vision_tower.layers) == 3
+    assert type(model.model.vision_tower.patch_embed).__name__ == "DiaLlamaPatchEmbedding"
+    with pytest.raises(ValueError, match="unknown fields \\['patch_sise'\\]"):
+        build_model(ModelArguments(preset="tiny", vision_config='{"patch_sise": [8, 8, 4]}'))
+    with pytest.raises(ValueError, match="JSON object"):
+        build_model(ModelArguments(preset="tiny", vision_config="patch_embedding=linear"))
+
+
 def test_yaml_recipe_parses_with_overrides(tmp_path, monkeypatch):
     pytest.importorskip("deepspeed", reason="the paper recipe names a DeepSpeed config: pip install dia-llama[deepspeed]")
     monkeypatch.chdir(REPO)  # the recipe's DeepSpeed path is relative to the repository root

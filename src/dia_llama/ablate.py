@@ -34,7 +34,7 @@ COLUMN_DECIMALS = {name: decimals for name, _, decimals in COLUMNS}
 
 
 def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: int, batch_size: int,
-            learning_rate: float, cache_dir=None, eval_limit=None) -> dict:
+            learning_rate: float, cache_dir=None, eval_limit=None, vision_config: str | None = None) -> dict:
     """Train + evaluate one (setting, seed); returns metrics (cached in out/metrics.json)."""
     metrics_path = out / "metrics.json"
     if metrics_path.exists():
@@ -52,6 +52,8 @@ def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: in
                 "--seed", str(seed), "--model_seed", str(seed), "--report_to", "none", "--disable_tqdm", "true"]
         if cache_dir:
             args += ["--cache_dir", str(cache_dir)]
+        if vision_config:
+            args += ["--vision_config", vision_config]
         for key, value in overrides.items():
             args += [f"--{key}", str(value)]
         train_main(args)
@@ -168,7 +170,8 @@ def markdown_tables(table: dict, title: str) -> str:
 
 
 def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None, max_steps=600, batch_size=8,
-                 learning_rate=1e-3, cache_dir=None, eval_limit=None, title="Synthetic benchmark") -> dict:
+                 learning_rate=1e-3, cache_dir=None, eval_limit=None, title="Synthetic benchmark",
+                 vision_config: str | None = None) -> dict:
     from tqdm.auto import tqdm
 
     from .data import load_ct_report_dataset, dataset_disease_names
@@ -184,7 +187,7 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
     start = time.perf_counter()
     for setting, seed in tqdm(jobs, desc="ablation runs", unit="run"):
         metrics = run_one(data, out / setting / f"seed{seed}", setting, seed, preset, max_steps, batch_size,
-                          learning_rate, cache_dir, eval_limit)
+                          learning_rate, cache_dir, eval_limit, vision_config)
         results.setdefault(setting, []).append(metrics)
     dataset = load_ct_report_dataset(data)
     names = dataset_disease_names(dataset)
@@ -196,6 +199,7 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
     plot_figure2(results, train_counts, out / "figure2_per_disease_f1.png")
     summary = {"table": table, "rare_macro_f1": rare, "rare_classes": rare_names, "train_counts": train_counts,
                "settings": {s: SETTINGS[s][1] for s in settings}, "seeds": list(seeds), "preset": preset,
+               "vision_config": json.loads(vision_config) if vision_config else None,
                "paired_differences_vs_full": diffs,
                "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
                "elapsed_s": time.perf_counter() - start}
@@ -220,9 +224,11 @@ def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N test cases")
     parser.add_argument("--title", default="Synthetic benchmark")
+    parser.add_argument("--vision-config", default=None,
+                        help="JSON of vision-config fields over the preset's (train --vision_config)")
 
 
 def run_ablate(args) -> int:
     run_ablation(args.data, args.output_dir, args.preset, tuple(args.seeds), args.settings, args.max_steps,
-                 args.batch_size, args.learning_rate, args.cache_dir, args.eval_limit, args.title)
+                 args.batch_size, args.learning_rate, args.cache_dir, args.eval_limit, args.title, args.vision_config)
     return 0

@@ -60,6 +60,7 @@ DISEASE_POOLINGS = ("attention", "mean")
 DISEASE_ATTENTIONS = ("static", "dynamic")
 DIAGNOSIS_HEADS = ("prototype", "linear")
 PROMPT_TYPES = ("text", "none", "token", "feature")
+PATCH_EMBEDDINGS = ("linear", "conv")
 
 
 def resolve_disease_names(disease_names) -> list[str]:
@@ -106,6 +107,12 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-5
     # RadFM normalises each raw patch with a LayerNorm, which removes its mean intensity; "none" keeps it
     patch_norm: str = "layernorm"
+    # How patches become tokens. "linear" (RadFM): LayerNorm → Linear on each flattened patch. "conv" (an extension,
+    # not in the paper): Conv3d → BatchNorm → GELU layers of widths `conv_stem_channels` then `hidden_size`, each
+    # halving every axis whose patch size is not yet reached; same (h, w, d) token grid, each token centred on its patch. It learns small, shifted
+    # findings from far fewer volumes than the linear embedding (the `tiny` preset uses it).
+    patch_embedding: str = "linear"
+    conv_stem_channels: list[int] | tuple[int, ...] = (16, 32, 64)
     # perceiver resampler
     perceiver_depth: int = 6
     num_latents: int = 32
@@ -118,6 +125,7 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
         self.volume_size = [int(v) for v in self.volume_size]
         self.patch_size = [int(v) for v in self.patch_size]
         self.pos_table_size = [int(v) for v in self.pos_table_size]
+        self.conv_stem_channels = [int(v) for v in self.conv_stem_channels]
         super().__post_init__(**kwargs)
         _require(len(self.volume_size) == 3, f"volume_size must be (H, W, D), got {self.volume_size}")
         _require(len(self.patch_size) == 3, f"patch_size must be (ph, pw, pd), got {self.patch_size}")
@@ -133,6 +141,15 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
             _require(int(getattr(self, name)) > 0, f"{name} must be positive, got {getattr(self, name)}")
         _require(0.0 <= self.hidden_dropout_prob < 1.0, "hidden_dropout_prob must be in [0, 1)")
         _require(self.patch_norm in ("layernorm", "none"), f"patch_norm must be layernorm or none, got {self.patch_norm!r}")
+        _require(self.patch_embedding in PATCH_EMBEDDINGS,
+                 f"patch_embedding must be one of {PATCH_EMBEDDINGS}, got {self.patch_embedding!r}")
+        if self.patch_embedding == "conv":
+            layers = len(self.conv_stem_channels) + 1
+            _require(all(c > 0 for c in self.conv_stem_channels), "conv_stem_channels must be positive")
+            for axis, p in enumerate(self.patch_size):
+                _require(p & (p - 1) == 0 and p <= 2**layers,
+                         f"patch_embedding='conv' halves each axis per layer: patch_size[{axis}]={p} must be a power "
+                         f"of 2 and at most 2**{layers} (len(conv_stem_channels) + 1 layers)")
 
     @property
     def grid_size(self) -> list[int]:

@@ -549,7 +549,9 @@ def convert_official_checkpoint(
     # the official disease attention is the paper's: static, its table used as the logits (scale 1)
     overrides.setdefault("disease_attention", "static")
     overrides.setdefault("disease_attention_scale", 1.0)
-    config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state), **overrides)
+    # the research code's ViT3D embeds patches linearly (RadFM), whatever the preset's default
+    config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
+                          vision_overrides={"patch_embedding": "linear"}, **overrides)
     config.language_model_source = str(llm)
     processor = build_processor(preset, tokenizer, config)
     processor.prepare_model_config(config)
@@ -628,7 +630,7 @@ def load_vision_weights(model, path_or_state, *, source: str = "auto") -> Conver
         scope += ("model.disease_branch.",)
 
     ours = model.state_dict()
-    anchor = "vision_tower.patch_embed.proj.weight"
+    anchor = "vision_tower.pos_embed.row_embed.weight"
     prefix = next((k[: -len(anchor)] for k in ours if k.endswith(anchor)), None)
     if prefix is None:
         raise ValueError(f"{type(model).__name__} has no Dia-LLaMA vision tower")

@@ -354,6 +354,9 @@ def _model_details(config: dict, base_model: str | None) -> str:
             "ViT3D",
             f"input {vision.get('num_channels', 3)}×{size} (C×H×W×D)" if size else "",
             f"patch {dims('patch_size')}" if dims("patch_size") else "",
+            "convolutional patch embedding (Conv3d-BatchNorm-GELU, widths "
+            + "→".join(str(c) for c in vision.get("conv_stem_channels", [])) + ")"
+            if vision.get("patch_embedding") == "conv" else "",
             f"width {vision['hidden_size']}" if "hidden_size" in vision else "",
             f"{vision['num_hidden_layers']} layers" if "num_hidden_layers" in vision else "",
             f"perceiver resampler to {vision['num_latents']} visual tokens" if "num_latents" in vision else ""))

@@ -8,6 +8,7 @@ N visual tokens (perceiver latents), L diseases, T text length, E LLM width.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -108,6 +109,45 @@ class DiaLlamaPatchEmbedding(nn.Module):
         return self.norm_out(self.proj(self.norm_in(patches)))  # (B, M, c)
 
 
+class DiaLlamaConvStemLayer(nn.Module):
+    """Conv3d → BatchNorm → GELU. Per axis: kernel 4 at stride 2, kernel 3 at stride 1, padding 1, so output voxel i
+    is centred on input position 2i + 0.5 (or i): after the stem each token is centred on its patch."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride, eps: float):
+        super().__init__()
+        kernel = tuple(4 if s == 2 else 3 for s in stride)
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=kernel, stride=tuple(stride), padding=1)
+        self.norm = nn.BatchNorm3d(out_channels, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.norm(self.conv(x)))
+
+
+class DiaLlamaConvPatchEmbedding(nn.Module):
+    """Convolutional stem (`patch_embedding="conv"`, an extension): each layer halves every axis whose patch size is
+    not reached yet, so (B, C, H, W, D) → (B, c, H/ph, W/pw, D/pd) → tokens (B, M, c) in the linear embedding's
+    (h w d) order."""
+
+    def __init__(self, config: DiaLlamaVisionConfig):
+        super().__init__()
+        widths = [config.num_channels, *config.conv_stem_channels, config.hidden_size]
+        remaining, layers = list(config.patch_size), []
+        for in_channels, out_channels in itertools.pairwise(widths):
+            stride = [2 if r > 1 else 1 for r in remaining]
+            remaining = [r // s for r, s in zip(remaining, stride)]
+            layers.append(DiaLlamaConvStemLayer(in_channels, out_channels, stride, config.layer_norm_eps))
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = pixel_values
+        for layer in self.layers:
+            x = layer(x)  # (B, c_i, H_i, W_i, D_i)
+        return x.flatten(2).transpose(1, 2)  # (B, M, c)
+
+
+PATCH_EMBEDDING_CLASSES = {"linear": DiaLlamaPatchEmbedding, "conv": DiaLlamaConvPatchEmbedding}
+
+
 class DiaLlamaPositionalEmbedding3D(nn.Module):
     """Learned row / column / depth tables, concatenated to the vision width; read at a stride on small grids."""
 
@@ -188,7 +228,7 @@ class DiaLlamaVisionTower(nn.Module):
     def __init__(self, config: DiaLlamaVisionConfig):
         super().__init__()
         self.config = config
-        self.patch_embed = DiaLlamaPatchEmbedding(config)
+        self.patch_embed = PATCH_EMBEDDING_CLASSES[config.patch_embedding](config)
         self.pos_embed = DiaLlamaPositionalEmbedding3D(config)
         self.layers = nn.ModuleList(DiaLlamaVisionLayer(config) for _ in range(config.num_hidden_layers))
         self.dropout = config.hidden_dropout_prob
@@ -448,7 +488,7 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
     # -- vision -------------------------------------------------------------------------------------------------------
     def encode_volume(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W, D) → patch features (B, M, c), in the vision tower's dtype."""
-        dtype = self.vision_tower.patch_embed.proj.weight.dtype
+        dtype = self.vision_tower.pos_embed.row_embed.weight.dtype
         return self.vision_tower(pixel_values.to(dtype))
 
     def get_image_features(self, pixel_values=None, patch_features=None) -> torch.Tensor:

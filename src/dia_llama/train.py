@@ -32,6 +32,11 @@ class ModelArguments:
     prompt_type: str | None = field(default=None, metadata={"help": "text | none | token | feature (ablation)"})
     disease_pooling: str | None = field(default=None, metadata={"help": "attention | mean (ablation)"})
     diagnosis_head: str | None = field(default=None, metadata={"help": "prototype | linear (ablation)"})
+    vision_config: str | None = field(
+        default=None, metadata={"help": "JSON of vision-config fields over the preset's (new models), e.g. "
+                                        "'{\"patch_embedding\": \"linear\", \"num_hidden_layers\": 3}'; with "
+                                        "--vision_weights the patch embedding defaults to RadFM's linear one"}
+    )
     dp_loss_weight: float | None = field(default=None, metadata={"help": "weight of L_DP (paper code: 4)"})
     lm_loss_weight: float | None = field(default=None, metadata={"help": "weight of L_LM (paper code: 1)"})
     lora: str = field(default="auto", metadata={"help": "auto (LoRA iff the LLM is pretrained) | on | off"})
@@ -42,8 +47,12 @@ class ModelArguments:
     merge_lora: bool = field(default=True, metadata={"help": "merge LoRA adapters into the saved checkpoint"})
     model_seed: int = field(default=0, metadata={"help": "seed of the random initialisation of new models"})
     calibrate_thresholds: bool = field(
-        default=False, metadata={"help": "after training, choose each disease's decision threshold on --eval_split "
-                                         "(max F1; stored in config.diagnosis_thresholds)"}
+        default=False, metadata={"help": "after training, choose the per-disease decision thresholds on --eval_split "
+                                         "(stored in config.diagnosis_thresholds)"}
+    )
+    calibration_objective: str = field(
+        default="micro", metadata={"help": "micro (max micro-F1 over all diseases, jointly) | per_class (max each "
+                                           "disease's F1)"}
     )
 
 
@@ -170,6 +179,8 @@ def build_model(model_args: ModelArguments):
 
         model = AutoModelForImageTextToText.from_pretrained(model_args.model)
         processor = AutoProcessor.from_pretrained(model_args.model)
+        if model_args.vision_config:
+            raise ValueError("--vision_config builds a new model; it cannot change the architecture of --model")
         for key, value in overrides.items():
             if key in ("dp_loss_weight", "lm_loss_weight"):
                 setattr(model.config, key, value)
@@ -178,9 +189,12 @@ def build_model(model_args: ModelArguments):
     else:
         from .presets import build_model_and_processor
 
+        vision_overrides = parse_vision_config(model_args.vision_config)
+        if model_args.vision_weights:
+            vision_overrides.setdefault("patch_embedding", "linear")  # RadFM / research-code weights
         model, processor = build_model_and_processor(
             model_args.preset, llm=model_args.llm, disease_names=model_args.disease_set, seed=model_args.model_seed,
-            **overrides,
+            vision_overrides=vision_overrides, **overrides,
         )
     if model_args.vision_weights:
         from .convert import load_vision_weights
@@ -188,6 +202,24 @@ def build_model(model_args: ModelArguments):
         report = load_vision_weights(model, model_args.vision_weights)
         logger.info("vision weights: %s", report)
     return model, processor
+
+
+def parse_vision_config(text: str | None) -> dict:
+    """`--vision_config` JSON → a dict of DiaLlamaVisionConfig fields (unknown names are an error)."""
+    if not text:
+        return {}
+    from .configuration_dia_llama import DiaLlamaVisionConfig
+
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--vision_config must be a JSON object: {err}") from err
+    if not isinstance(fields, dict):
+        raise ValueError(f"--vision_config must be a JSON object, got {text!r}")
+    unknown = sorted(k for k in fields if k not in DiaLlamaVisionConfig.__annotations__)
+    if unknown:
+        raise ValueError(f"--vision_config has unknown fields {unknown}")
+    return fields
 
 
 def use_lora(model_args: ModelArguments, model) -> bool:
@@ -220,7 +252,8 @@ def apply_lora(model, model_args: ModelArguments):
     return peft_model
 
 
-def save_final_model(trainer, model, processor, output_dir: str, merge: bool = True, calibration_set=None) -> Path:
+def save_final_model(trainer, model, processor, output_dir: str, merge: bool = True, calibration_set=None,
+                     calibration_objective: str = "micro") -> Path:
     """Save model + processor with remote code, generation config and a filled model card; with `calibration_set`,
     first set the per-disease decision thresholds on it (report in threshold_calibration.json)."""
     from .presets import save_pretrained_with_remote_code
@@ -235,7 +268,7 @@ def save_final_model(trainer, model, processor, output_dir: str, merge: bool = T
     if calibration_set is not None:
         from .calibration import calibrate_thresholds
 
-        report = calibrate_thresholds(unwrapped, calibration_set)
+        report = calibrate_thresholds(unwrapped, calibration_set, objective=calibration_objective)
         (out / "threshold_calibration.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         logger.info("decision thresholds set on %d validation cases: %s", report["cases"],
                     unwrapped.config.diagnosis_thresholds)
@@ -304,6 +337,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         train_split = train_split.select(range(min(data_args.max_train_samples, len(train_split))))
     train_set = CTReportDataset(train_split, processor.image_processor, cache)
     has_eval_split = bool(data_args.eval_split) and data_args.eval_split in dataset
+    if model_args.calibration_objective not in ("micro", "per_class"):
+        raise ValueError(f"--calibration_objective must be micro or per_class, got {model_args.calibration_objective!r}")
     if model_args.calibrate_thresholds and not has_eval_split:
         raise ValueError(f"--calibrate_thresholds needs the --eval_split {data_args.eval_split!r} in {data_args.data}; "
                          f"splits: {list(dataset)}")
@@ -335,7 +370,7 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
         save_final_model(trainer, trainer.model, processor, out, merge=model_args.merge_lora,
-                         calibration_set=calibration_set)
+                         calibration_set=calibration_set, calibration_objective=model_args.calibration_objective)
         (out / "train_args.json").write_text(
             json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str) + "\n"
         )
