@@ -429,7 +429,9 @@ def test_load_vision_weights_from_radfm(official, tmp_path):
     assert report.source == "radfm" and report.missing == [] and report.unmapped == []
     assert E + "bert_model.encoder.w" in report.dropped and E + "fc.weight" in report.skipped
     vt = model.model.vision_tower
-    assert torch.equal(vt.layers[2].mlp.fc2.weight, state[E + "vision_encoder.transformer.layers.2.1.fn.net.3.weight"])
+    last = VIS["num_hidden_layers"] - 1
+    assert torch.equal(vt.layers[last].mlp.fc2.weight,
+                       state[E + f"vision_encoder.transformer.layers.{last}.1.fn.net.3.weight"])
     assert torch.equal(model.model.resampler.latents, state[E + "perceiver.latents"])
     for key in ("model.multi_modal_projector.weight", "model.disease_branch.attention_weights", "lm_head.weight"):
         assert torch.equal(model.state_dict()[key], before[key]), key
@@ -447,14 +449,15 @@ def test_load_vision_weights_from_radfm(official, tmp_path):
 
 
 def test_load_vision_weights_official_includes_disease_branch(official, converted):
-    model, _ = build_model_and_processor("tiny", vision_overrides=LINEAR)
+    # the research code's branch: static disease attention (the tiny preset's dynamic one has more weights)
+    model, _ = build_model_and_processor("tiny", vision_overrides=LINEAR, disease_attention="static")
     report = load_vision_weights(model, official[0])
     assert report.source == "official" and report.missing == [] and report.unmapped == []
     db = model.model.disease_branch
     assert torch.equal(db.abnormal_prototypes, official[1][E + "pos_sample_memory"][:, 0])
     assert math.isclose(db.temperature.item(), TEMP, rel_tol=1e-6)
     # a Dia-LLaMA checkpoint's own keys
-    fresh, _ = build_model_and_processor("tiny", seed=5, vision_overrides=LINEAR)
+    fresh, _ = build_model_and_processor("tiny", seed=5, vision_overrides=LINEAR, disease_attention="static")
     report = load_vision_weights(fresh, converted[0].state_dict())
     assert report.source == "dia_llama" and report.missing == []
     assert torch.equal(fresh.model.resampler.norm.weight, converted[0].model.resampler.norm.weight)

@@ -1,5 +1,6 @@
 """Model behaviour: loading through the Auto classes, losses, generation, disease branch, ablations, remote code."""
 
+import copy
 import subprocess
 import sys
 import textwrap
@@ -36,6 +37,7 @@ def test_auto_classes_load_init_folder(tiny_model_dir, tiny_model_and_processor)
 
 def test_forward_losses_and_backward(tiny_model_and_processor):
     model, processor = tiny_model_and_processor
+    model = copy.deepcopy(model)  # train mode moves BatchNorm statistics: keep the shared model as loaded
     model.train()
     try:
         batch = training_batch(processor)
@@ -167,7 +169,9 @@ def test_save_load_round_trip_identical_logits(tiny_model_and_processor, tmp_pat
 
 def test_remote_code_loads_without_package(tiny_model_dir, tiny_model_and_processor, tmp_path):
     """The saved folder loads with trust_remote_code=True in a process where `import dia_llama` fails."""
-    model, processor = tiny_model_and_processor
+    _, processor = tiny_model_and_processor
+    # a fresh copy: other tests run the shared model in train mode, which moves its BatchNorm statistics
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     batch = training_batch(processor)
     with torch.no_grad():
         expected = model(**batch).logits
@@ -261,7 +265,7 @@ def test_disease_attention_pools_over_patches():
 
 
 def test_legacy_pooling_flag_reproduces_research_code_bug():
-    model, _ = build_model_and_processor("tiny", legacy_disease_pooling=True)
+    model, _ = build_model_and_processor("tiny", legacy_disease_pooling=True, disease_attention="static")
     branch = model.model.disease_branch
     feats = torch.randn(1, branch.attention_weights.shape[1], 96)
     with torch.no_grad():
@@ -492,7 +496,6 @@ def test_conv_patch_embedding_tokens_are_centred_on_their_patches():
             kh, kw, kd = layer.conv.kernel_size
             kernel = torch.einsum("i,j,k->ijk", binomial[kh], binomial[kw], binomial[kd])
             layer.conv.weight.copy_(kernel.expand_as(layer.conv.weight))
-            layer.conv.bias.zero_()
     _, w, d = config.grid_size
     base = torch.zeros(1, 1, 32, 32, 16)
     for patch in ((2, 1, 3), (1, 2, 0)):
