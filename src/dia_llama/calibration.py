@@ -21,6 +21,7 @@ import torch
 from .metrics import _prf
 
 DEFAULT_GRID = tuple(np.round(np.arange(0.05, 0.951, 0.05), 2))
+OBJECTIVES = ("micro", "per_class")
 
 
 def f1_at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> float:
@@ -112,8 +113,8 @@ def calibrate_thresholds(model, dataset, min_positives: int = 5, batch_size: int
     """Set ``model.config.diagnosis_thresholds`` from `dataset` (the validation split) for `objective` (``micro`` |
     ``per_class``, see the module docstring); returns a report with the thresholds, the split's micro-F1 and each
     disease's F1 at 0.5 and at the chosen thresholds."""
-    if objective not in ("micro", "per_class"):
-        raise ValueError(f"objective must be micro or per_class, got {objective!r}")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     probabilities, labels = diagnose_dataset(model, dataset, batch_size)
     names = list(model.config.disease_names)
     derived = names.index("no finding") if getattr(model.config, "derive_no_finding", False) and "no finding" in names else None
@@ -136,5 +137,5 @@ def calibrate_thresholds(model, dataset, min_positives: int = 5, batch_size: int
             "micro_f1_at_thresholds": round(micro_f1(at_chosen, labels), 4), "per_disease": per_disease}
 
 
-__all__ = ["f1_at", "f1_optimal_thresholds", "micro_f1", "decisions", "micro_f1_optimal_thresholds",
+__all__ = ["OBJECTIVES", "f1_at", "f1_optimal_thresholds", "micro_f1", "decisions", "micro_f1_optimal_thresholds",
            "diagnose_dataset", "calibrate_thresholds"]

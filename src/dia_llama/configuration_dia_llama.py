@@ -109,8 +109,8 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
     patch_norm: str = "layernorm"
     # How patches become tokens. "linear" (RadFM): LayerNorm → Linear on each flattened patch. "conv" (an extension,
     # not in the paper): Conv3d → BatchNorm → GELU layers of widths `conv_stem_channels` then `hidden_size`, each
-    # halving every axis whose patch size is not yet reached; same (h, w, d) token grid, each token centred on its patch. It learns small, shifted
-    # findings from far fewer volumes than the linear embedding (the `tiny` preset uses it).
+    # halving every axis whose patch size is not yet reached; same (h, w, d) token grid, each token centred on its
+    # patch. It learns small, shifted findings from far fewer volumes than the linear embedding (the `tiny` preset).
     patch_embedding: str = "linear"
     conv_stem_channels: list[int] | tuple[int, ...] = (16, 32, 64)
     # perceiver resampler

@@ -337,8 +337,10 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
         train_split = train_split.select(range(min(data_args.max_train_samples, len(train_split))))
     train_set = CTReportDataset(train_split, processor.image_processor, cache)
     has_eval_split = bool(data_args.eval_split) and data_args.eval_split in dataset
-    if model_args.calibration_objective not in ("micro", "per_class"):
-        raise ValueError(f"--calibration_objective must be micro or per_class, got {model_args.calibration_objective!r}")
+    from .calibration import OBJECTIVES
+
+    if model_args.calibration_objective not in OBJECTIVES:  # before training, not after it
+        raise ValueError(f"--calibration_objective must be one of {OBJECTIVES}, got {model_args.calibration_objective!r}")
     if model_args.calibrate_thresholds and not has_eval_split:
         raise ValueError(f"--calibrate_thresholds needs the --eval_split {data_args.eval_split!r} in {data_args.data}; "
                          f"splits: {list(dataset)}")
