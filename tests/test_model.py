@@ -435,7 +435,8 @@ def test_bf16_model_accepts_float32_pixel_values(tiny_model_dir):
         (dict(prompt_template="no fields"), "prompt_template"),
         (dict(vision_config=dict(volume_size=(60, 64, 32), patch_size=(8, 8, 4))), "multiple of patch_size"),
         (dict(vision_config=dict(patch_embedding="unet")), "patch_embedding"),
-        (dict(vision_config=dict(volume_size=(64, 64, 36), patch_size=(8, 8, 6), patch_embedding="conv")), "power of 2"),
+        (dict(vision_config=dict(volume_size=(64, 64, 36), patch_size=(8, 8, 6), patch_embedding="conv")),
+         "power of 2"),
         (dict(vision_config=dict(patch_embedding="conv", conv_stem_channels=(16, 32, 64))), "at most 2\\*\\*4"),
         (dict(temperature_bounds=(0.5, 0.1)), "temperature_bounds"),
         (dict(dp_loss_weight=-1.0), "loss weights"),
@@ -488,7 +489,8 @@ def test_conv_patch_embedding_halves_each_axis_until_the_patch_size():
 
 def test_conv_patch_embedding_tokens_are_centred_on_their_patches():
     """With binomial (peaked, symmetric) kernels each token's receptive field peaks at its patch centre, so a change
-    anywhere in patch (h, w, d), corners included, moves token h·W·D + w·D + d the most (the linear embedding's order)."""
+    anywhere in patch (h, w, d), corners included, moves token h·W·D + w·D + d the most (the linear embedding's
+    order)."""
     tower, config = conv_stem_tower()
     binomial = {4: torch.tensor([1.0, 3.0, 3.0, 1.0]), 3: torch.tensor([1.0, 2.0, 1.0])}
     with torch.no_grad():
@@ -518,7 +520,8 @@ def test_conv_patch_embedding_batch_norm_statistics_round_trip(tmp_path):
     model.save_pretrained(tmp_path)
     loaded = DiaLlamaForConditionalGeneration.from_pretrained(tmp_path).eval()
     norm, loaded_norm = stem.layers[0].norm, loaded.model.vision_tower.patch_embed.layers[0].norm
-    assert torch.equal(norm.running_mean, loaded_norm.running_mean) and torch.equal(norm.running_var, loaded_norm.running_var)
+    assert torch.equal(norm.running_mean, loaded_norm.running_mean)
+    assert torch.equal(norm.running_var, loaded_norm.running_var)
     x = torch.rand(1, 1, 64, 64, 32)
     with torch.no_grad():
         assert torch.allclose(model.eval().model.encode_volume(x), loaded.model.encode_volume(x), atol=1e-6)

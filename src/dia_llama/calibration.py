@@ -26,7 +26,12 @@ OBJECTIVES = ("micro", "per_class")
 
 def f1_at(probabilities: np.ndarray, labels: np.ndarray, threshold: float) -> float:
     """F1 of `probabilities > threshold` against binary `labels` (1-D); 0 when there is nothing to find or predict."""
-    predicted, positive = probabilities > threshold, labels == 1
+    return micro_f1(probabilities > threshold, labels)
+
+
+def micro_f1(predicted: np.ndarray, labels: np.ndarray) -> float:
+    """Micro-F1 of boolean predictions against binary labels of the same shape ((N,) or (N, L))."""
+    positive = labels == 1
     return float(_prf((predicted & positive).sum(), (predicted & ~positive).sum(), (~predicted & positive).sum())[2])
 
 
@@ -50,12 +55,6 @@ def f1_optimal_thresholds(probabilities, labels, min_positives: int = 5, default
     return thresholds
 
 
-def micro_f1(predicted: np.ndarray, labels: np.ndarray) -> float:
-    """Micro-F1 of boolean predictions (N, L) against binary labels (N, L)."""
-    positive = labels == 1
-    return float(_prf((predicted & positive).sum(), (predicted & ~positive).sum(), (~predicted & positive).sum())[2])
-
-
 def decisions(probabilities: np.ndarray, thresholds, derived_column: int | None = None) -> np.ndarray:
     """(N, L) booleans `probabilities > thresholds`; `derived_column` (e.g. "no finding") = none of the others."""
     predicted = probabilities > np.asarray(thresholds, dtype=np.float64)[None, :]
@@ -65,8 +64,8 @@ def decisions(probabilities: np.ndarray, thresholds, derived_column: int | None 
     return predicted
 
 
-def micro_f1_optimal_thresholds(probabilities, labels, min_positives: int = 5, default: float = 0.5,
-                                grid=DEFAULT_GRID, derived_column: int | None = None, max_rounds: int = 5) -> list[float]:
+def micro_f1_optimal_thresholds(probabilities, labels, min_positives: int = 5, default: float = 0.5, grid=DEFAULT_GRID,
+                                derived_column: int | None = None, max_rounds: int = 5) -> list[float]:
     """Thresholds maximising the micro-F1 over all columns, by coordinate ascent from `default` (a column's threshold
     moves only when that raises the micro-F1; ties go to the threshold nearest `default`).
 
@@ -109,7 +108,8 @@ def diagnose_dataset(model, dataset, batch_size: int = 16) -> tuple[np.ndarray, 
     return np.concatenate(probabilities), np.asarray(labels)
 
 
-def calibrate_thresholds(model, dataset, min_positives: int = 5, batch_size: int = 16, objective: str = "micro") -> dict:
+def calibrate_thresholds(model, dataset, min_positives: int = 5, batch_size: int = 16,
+                         objective: str = "micro") -> dict:
     """Set ``model.config.diagnosis_thresholds`` from `dataset` (the validation split) for `objective` (``micro`` |
     ``per_class``, see the module docstring); returns a report with the thresholds, the split's micro-F1 and each
     disease's F1 at 0.5 and at the chosen thresholds."""
@@ -117,15 +117,18 @@ def calibrate_thresholds(model, dataset, min_positives: int = 5, batch_size: int
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     probabilities, labels = diagnose_dataset(model, dataset, batch_size)
     names = list(model.config.disease_names)
-    derived = names.index("no finding") if getattr(model.config, "derive_no_finding", False) and "no finding" in names else None
+    derives = getattr(model.config, "derive_no_finding", False) and "no finding" in names
+    derived = names.index("no finding") if derives else None
     if objective == "micro":
-        thresholds = micro_f1_optimal_thresholds(probabilities, labels, min_positives=min_positives, derived_column=derived)
+        thresholds = micro_f1_optimal_thresholds(probabilities, labels, min_positives=min_positives,
+                                                 derived_column=derived)
     else:
         thresholds = f1_optimal_thresholds(probabilities, labels, min_positives=min_positives)
     if derived is not None:
         thresholds[derived] = 0.5  # unused: derived from the other decisions
     model.config.diagnosis_thresholds = thresholds
-    at_default, at_chosen = decisions(probabilities, [0.5] * len(names), derived), decisions(probabilities, thresholds, derived)
+    at_default = decisions(probabilities, [0.5] * len(names), derived)  # (N, L)
+    at_chosen = decisions(probabilities, thresholds, derived)
     per_disease = {
         name: {"threshold": t, "positives": int((labels[:, j] == 1).sum()),
                "f1_at_0.5": round(micro_f1(at_default[:, j : j + 1], labels[:, j : j + 1]), 4),

@@ -117,7 +117,8 @@ class DiaLlamaConvStemLayer(nn.Module):
         super().__init__()
         kernel = tuple(4 if s == 2 else 3 for s in stride)
         # no bias: the BatchNorm after it removes any constant (its gradient would be pure float noise)
-        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=kernel, stride=tuple(stride), padding=1, bias=False)
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=kernel, stride=tuple(stride), padding=1,
+                              bias=False)
         self.norm = nn.BatchNorm3d(out_channels, eps=eps)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,10 +16,10 @@ from .processing_dia_llama import SPECIAL_TOKENS, DiaLlamaProcessor, DiaLlamaVol
 PRESETS = ("tiny", "paper")
 
 # Vision towers. `tiny`: 64×64×32 volumes, 8×8×4 patches → 512 tokens, width 96, embedded by a convolutional stem
-# (Conv3d-BatchNorm-GELU 16 → 32 → 64 → 96) and one transformer layer. Measured on 4,000 synthetic cases (2,800 train,
-# 800 test; vision tower + disease branch only, AdamW 1e-3, batch 8, threshold 0.5): RadFM's linear embedding with 3
-# layers reached test micro-F1 0.59 (static DAA) / 0.62 (dynamic) after 800 steps and learnt none of the small
-# findings; the stem (then with a redundant conv bias) and dynamic DAA reached 0.77 after 2,000 steps (support
+# (Conv3d-BatchNorm-GELU 16 → 32 → 64 → 96) and one transformer layer. Measured on 4,000 synthetic cases (2,800
+# train, 800 test; vision tower + disease branch only, AdamW 1e-3, batch 8, threshold 0.5): RadFM's linear embedding
+# with 3 layers reached test micro-F1 0.59 (static DAA) / 0.62 (dynamic) after 800 steps and learnt none of the
+# small findings; the stem (then with a redundant conv bias) and dynamic DAA reached 0.77 after 2,000 steps (support
 # devices 0.94, pleural other 0.80, atelectasis 0.90). Converted RadFM / research-code checkpoints keep the linear one.
 VISION_PRESETS = {
     "tiny": dict(

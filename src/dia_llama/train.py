@@ -340,7 +340,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     from .calibration import OBJECTIVES
 
     if model_args.calibration_objective not in OBJECTIVES:  # before training, not after it
-        raise ValueError(f"--calibration_objective must be one of {OBJECTIVES}, got {model_args.calibration_objective!r}")
+        raise ValueError(f"--calibration_objective must be one of {OBJECTIVES}, "
+                         f"got {model_args.calibration_objective!r}")
     if model_args.calibrate_thresholds and not has_eval_split:
         raise ValueError(f"--calibrate_thresholds needs the --eval_split {data_args.eval_split!r} in {data_args.data}; "
                          f"splits: {list(dataset)}")
