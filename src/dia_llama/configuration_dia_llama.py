@@ -3,6 +3,8 @@
 Hub remote-code file: depends only on transformers.
 """
 
+import math
+
 from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
@@ -146,10 +148,22 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
         if self.patch_embedding == "conv":
             layers = len(self.conv_stem_channels) + 1
             _require(all(c > 0 for c in self.conv_stem_channels), "conv_stem_channels must be positive")
+            reached = [math.prod(s[axis] for s in self.conv_stem_strides) for axis in range(3)]
             for axis, p in enumerate(self.patch_size):
-                _require(p & (p - 1) == 0 and p <= 2**layers,
+                _require(reached[axis] == p,
                          f"patch_embedding='conv' halves each axis per layer: patch_size[{axis}]={p} must be a power "
                          f"of 2 and at most 2**{layers} (len(conv_stem_channels) + 1 layers)")
+
+    @property
+    def conv_stem_strides(self) -> list[list[int]]:
+        """Per layer of the convolutional stem, the (h, w, d) stride: 2 on every axis whose patch size is not yet
+        reached, else 1 (len(conv_stem_channels) + 1 layers)."""
+        remaining, strides = list(self.patch_size), []
+        for _ in range(len(self.conv_stem_channels) + 1):
+            stride = [2 if r > 1 else 1 for r in remaining]
+            remaining = [r // s for r, s in zip(remaining, stride)]
+            strides.append(stride)
+        return strides
 
     @property
     def grid_size(self) -> list[int]:

@@ -133,12 +133,10 @@ class DiaLlamaConvPatchEmbedding(nn.Module):
     def __init__(self, config: DiaLlamaVisionConfig):
         super().__init__()
         widths = [config.num_channels, *config.conv_stem_channels, config.hidden_size]
-        remaining, layers = list(config.patch_size), []
-        for in_channels, out_channels in itertools.pairwise(widths):
-            stride = [2 if r > 1 else 1 for r in remaining]
-            remaining = [r // s for r, s in zip(remaining, stride)]
-            layers.append(DiaLlamaConvStemLayer(in_channels, out_channels, stride, config.layer_norm_eps))
-        self.layers = nn.ModuleList(layers)
+        self.layers = nn.ModuleList(
+            DiaLlamaConvStemLayer(in_channels, out_channels, stride, config.layer_norm_eps)
+            for (in_channels, out_channels), stride in zip(itertools.pairwise(widths), config.conv_stem_strides)
+        )
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         x = pixel_values
