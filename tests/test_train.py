@@ -87,6 +87,17 @@ def test_vision_config_overrides_the_preset_tower():
         build_model(ModelArguments(preset="tiny", vision_config="patch_embedding=linear"))
 
 
+def test_tiny_cpu_recipe_is_what_the_demo_trains():
+    from dia_llama.demo import DEMO_DEFAULTS
+
+    model_args, _, training_args = parse_args([str(REPO / "configs" / "tiny_cpu.yaml")])
+    assert model_args.preset == "tiny" and model_args.calibrate_thresholds
+    assert training_args.max_steps == DEMO_DEFAULTS["max_steps"]
+    assert training_args.per_device_train_batch_size == DEMO_DEFAULTS["batch_size"]
+    assert training_args.learning_rate == DEMO_DEFAULTS["learning_rate"]
+    assert training_args.lr_scheduler_type == "cosine" and training_args.weight_decay == 0.0
+
+
 def test_yaml_recipe_parses_with_overrides(tmp_path, monkeypatch):
     pytest.importorskip("deepspeed", reason="the paper recipe names a DeepSpeed config: pip install dia-llama[deepspeed]")
     monkeypatch.chdir(REPO)  # the recipe's DeepSpeed path is relative to the repository root
