@@ -61,6 +61,19 @@ def test_train_saves_a_loadable_checkpoint_and_logs_components(synth_data, tmp_p
     AutoModelForImageTextToText.from_pretrained(out)
 
 
+def test_repeat_factor_sampling_lengthens_the_epoch_with_rare_cases(synth_data, tmp_path):
+    from dia_llama.data import load_ct_report_dataset
+    from dia_llama.sampling import case_repeat_factors, repeated_indices
+
+    labels = load_ct_report_dataset(synth_data)["train"]["labels"]
+    repeated = len(repeated_indices(case_repeat_factors(labels, 0.5), seed=0))
+    assert repeated > len(labels)
+    out = tmp_path / "run"
+    assert train_main(common_args(synth_data, out, steps=2, repeat_factor_threshold=0.5)) == 0
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["epoch"] == pytest.approx(2 / -(-repeated // 2))  # 2 steps of batch 2 over the repeated cases
+
+
 def test_lora_targets_llm_and_trains_vision_side(tmp_path):
     model, _ = build_model(ModelArguments(preset="tiny"))
     peft_model = apply_lora(model, ModelArguments(lora="on"))

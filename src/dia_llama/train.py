@@ -66,6 +66,10 @@ class DataArguments:
     max_report_tokens: int = 512
     max_train_samples: int | None = None
     on_error: str = field(default="raise", metadata={"help": "raise | skip bad cases (skips are counted)"})
+    repeat_factor_threshold: float | None = field(
+        default=None, metadata={"help": "repeat-factor sampling (LVIS) for long-tailed labels: a case whose rarest "
+                                        "finding has frequency f < t is shown sqrt(t / f) times per epoch; e.g. 0.1"}
+    )
     label_reports: str | None = field(
         default=None, metadata={"help": "fill missing disease labels with a report labeler (e.g. rule)"}
     )
@@ -112,6 +116,17 @@ class DiaLlamaDataCollator:
         batch = dict(batch)
         batch["pixel_values"] = torch.stack([torch.as_tensor(e["pixel_values"]) for e in examples])
         return batch
+
+
+def repeat_rare_cases(dataset, labels, threshold: float, disease_names, seed: int = 0):
+    """The training set with cases of rare findings repeated (`dia_llama.sampling`): a `Subset` of repeated indices."""
+    from .sampling import case_repeat_factors, class_repeat_factors, repeated_indices
+
+    indices = repeated_indices(case_repeat_factors(labels, threshold), seed=seed)
+    factors = class_repeat_factors(labels, threshold)
+    logger.info("repeat-factor sampling (t=%g): %d cases -> %d per epoch; class factors %s", threshold, len(dataset),
+                len(indices), {n: round(float(f), 2) for n, f in zip(disease_names, factors) if f > 1})
+    return torch.utils.data.Subset(dataset, indices)
 
 
 def _fill_missing_labels(split, labeler_name: str | None, disease_names):
@@ -336,6 +351,9 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     if data_args.max_train_samples:
         train_split = train_split.select(range(min(data_args.max_train_samples, len(train_split))))
     train_set = CTReportDataset(train_split, processor.image_processor, cache)
+    if data_args.repeat_factor_threshold is not None:
+        train_set = repeat_rare_cases(train_set, train_split["labels"], data_args.repeat_factor_threshold, names,
+                                      seed=training_args.seed)
     has_eval_split = bool(data_args.eval_split) and data_args.eval_split in dataset
     from .calibration import OBJECTIVES
 
