@@ -109,6 +109,7 @@ def test_tiny_cpu_recipe_is_what_the_demo_trains():
     assert training_args.per_device_train_batch_size == DEMO_DEFAULTS["batch_size"]
     assert training_args.learning_rate == DEMO_DEFAULTS["learning_rate"]
     assert training_args.lr_scheduler_type == "cosine" and training_args.weight_decay == 0.0
+    assert training_args.bf16  # the demo's default where the CPU runs bf16 natively
 
 
 def test_yaml_recipe_parses_with_overrides(tmp_path, monkeypatch):

@@ -15,8 +15,19 @@ import numpy as np
 
 # 4,000 cases at the tiny model's input size: with ~1,000 the vision tower memorises the training volumes instead of
 # learning the small findings. 85 / 5 / 10 % splits: 3,400 training cases, 400 test reports to generate.
-DEMO_DEFAULTS = dict(num_cases=4000, seed=0, volume_size=(64, 64, 32), max_steps=2000, batch_size=8, learning_rate=1e-3,
+# 2,400 steps with bf16 autocast take about the time of 2,000 in fp32 here (0.27 vs 0.32 s per step on 2 cores).
+DEMO_DEFAULTS = dict(num_cases=4000, seed=0, volume_size=(64, 64, 32), max_steps=2400, batch_size=8, learning_rate=1e-3,
                      split_fractions=(0.85, 0.05, 0.10))
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); emulated bf16 would be slower than fp32."""
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _stage(name: str):
@@ -27,8 +38,9 @@ def _stage(name: str):
 def run_demo(output_dir="runs/demo", num_cases: int = DEMO_DEFAULTS["num_cases"], seed: int = 0,
              max_steps: int = DEMO_DEFAULTS["max_steps"], batch_size: int = DEMO_DEFAULTS["batch_size"],
              learning_rate: float = DEMO_DEFAULTS["learning_rate"], num_workers: int = 2,
-             volume_size=DEMO_DEFAULTS["volume_size"]) -> dict:
-    """Run every stage; returns the evaluation metrics (also in OUTPUT_DIR/metrics.json)."""
+             volume_size=DEMO_DEFAULTS["volume_size"], bf16: bool | None = None) -> dict:
+    """Run every stage; returns the evaluation metrics (also in OUTPUT_DIR/metrics.json). `bf16`: train under bf16
+    autocast (None: where the CPU runs bf16 natively)."""
     from .data.synthetic import synthesize_benchmark
 
     out = Path(output_dir)
@@ -53,7 +65,9 @@ def run_demo(output_dir="runs/demo", num_cases: int = DEMO_DEFAULTS["num_cases"]
     preprocess_dataset(data_dir, cache_dir, volume_processor, num_workers=num_workers, progress=True)
     timings["preprocess_s"] = time.perf_counter() - t
 
-    t = _stage(f"3/5 train the tiny preset ({max_steps} steps, batch {batch_size})")
+    bf16 = cpu_has_native_bf16() if bf16 is None else bf16
+    precision = "bf16 autocast" if bf16 else "fp32"
+    t = _stage(f"3/5 train the tiny preset ({max_steps} steps, batch {batch_size}, {precision})")
     if not (model_dir / "model.safetensors").exists():
         from .train import main as train_main
 
@@ -64,6 +78,7 @@ def run_demo(output_dir="runs/demo", num_cases: int = DEMO_DEFAULTS["num_cases"]
             "--weight_decay", "0.0", "--logging_steps", "25", "--save_steps", "250", "--save_total_limit", "1",
             "--eval_strategy", "no", "--use_cpu", "true", "--seed", str(seed), "--report_to", "tensorboard",
             "--dataloader_num_workers", "1", "--disable_tqdm", "false", "--calibrate_thresholds", "true",
+            "--bf16", str(bf16).lower(),
         ])
     timings["train_s"] = time.perf_counter() - t
 
@@ -175,11 +190,13 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--volume-size", type=int, nargs=3, default=DEMO_DEFAULTS["volume_size"], metavar=("H", "W", "D"),
                         help="size the cases are synthesized at (the tiny model reads 64×64×32)")
+    parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
+                        help="bf16 autocast for training (auto: where the CPU runs bf16 natively)")
 
 
 def run_demo_command(args) -> int:
     start = time.perf_counter()
     run_demo(args.output_dir, args.num_cases, args.seed, args.max_steps, args.batch_size, args.learning_rate,
-             args.num_workers, tuple(args.volume_size))
+             args.num_workers, tuple(args.volume_size), None if args.bf16 == "auto" else args.bf16 == "true")
     print(f"demo finished in {time.perf_counter() - start:.0f} s")
     return 0
