@@ -10,3 +10,18 @@ from .datasets import (
     load_ctrate_volume,
     load_example_volume,
 )
+
+__all__ = [
+    "CacheError",
+    "CacheReport",
+    "CachedVolumes",
+    "DatasetError",
+    "LoadReport",
+    "dataset_disease_names",
+    "load_ct_report_dataset",
+    "load_ctrate_volume",
+    "load_example_volume",
+    "open_cache",
+    "preprocess_dataset",
+    "processor_fingerprint",
+]
