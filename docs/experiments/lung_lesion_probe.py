@@ -61,8 +61,7 @@ def load_inputs(demo_dir: Path, kind: str):
     inputs = []
     for row in tqdm(rows, desc=f"inputs ({kind})"):
         volume = cache.get(row["id"])[0].numpy()  # (H, W, D)
-        channels = {"intensity": [volume], "lung_blob": [lung_blob(volume)]}.get(kind)
-        channels = channels or [volume, lung_blob(volume)]
+        channels = ([volume] if kind != "lung_blob" else []) + ([lung_blob(volume)] if kind != "intensity" else [])
         inputs.append(np.stack(channels).astype(np.float16))
     labels = np.array([row["labels"][DISEASE] for row in rows], dtype=np.float32)
     return torch.from_numpy(np.stack(inputs)), torch.from_numpy(labels), np.array([row["split"] for row in rows])
