@@ -249,7 +249,7 @@ def small_config(**overrides):
 
 
 def test_disease_attention_pools_over_patches():
-    model, _ = build_model_and_processor("tiny")
+    model, _ = build_model_and_processor("tiny", disease_max_pooling=False)
     branch = model.model.disease_branch
     num_l, num_m = branch.attention_weights.shape
     feats = torch.randn(2, num_m, 96)
@@ -265,7 +265,8 @@ def test_disease_attention_pools_over_patches():
 
 
 def test_legacy_pooling_flag_reproduces_research_code_bug():
-    model, _ = build_model_and_processor("tiny", legacy_disease_pooling=True, disease_attention="static")
+    model, _ = build_model_and_processor("tiny", legacy_disease_pooling=True, disease_attention="static",
+                                         disease_max_pooling=False)
     branch = model.model.disease_branch
     feats = torch.randn(1, branch.attention_weights.shape[1], 96)
     with torch.no_grad():

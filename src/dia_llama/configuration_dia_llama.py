@@ -115,6 +115,10 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
     # patch. It learns small, shifted findings from far fewer volumes than the linear embedding (the `tiny` preset).
     patch_embedding: str = "linear"
     conv_stem_channels: list[int] | tuple[int, ...] = (16, 32, 64)
+    # Blob features (an extension, not in the paper): per patch, the maximum response of a Laplacian-of-Gaussian
+    # filter at each scale of `blob_filter_sigmas` ((h, w, d) in voxels; empty: off), embedded by a Linear and added
+    # to the patch tokens. A LoG filter answers most to a compact dense spot about its size in air: a nodule.
+    blob_filter_sigmas: list | tuple = ()
     # perceiver resampler
     perceiver_depth: int = 6
     num_latents: int = 32
@@ -128,7 +132,11 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
         self.patch_size = [int(v) for v in self.patch_size]
         self.pos_table_size = [int(v) for v in self.pos_table_size]
         self.conv_stem_channels = [int(v) for v in self.conv_stem_channels]
+        self.blob_filter_sigmas = [[float(v) for v in sigma] for sigma in self.blob_filter_sigmas]
         super().__post_init__(**kwargs)
+        for sigma in self.blob_filter_sigmas:
+            _require(len(sigma) == 3 and all(v > 0 for v in sigma),
+                     f"each blob_filter_sigmas entry must be three positive (h, w, d) widths in voxels, got {sigma}")
         _require(len(self.volume_size) == 3, f"volume_size must be (H, W, D), got {self.volume_size}")
         _require(len(self.patch_size) == 3, f"patch_size must be (ph, pw, pd), got {self.patch_size}")
         for axis, (v, p) in enumerate(zip(self.volume_size, self.patch_size)):
@@ -234,6 +242,10 @@ class DiaLlamaConfig(PreTrainedConfig):
     # step whatever its gradient, so the logits move ~scale·lr: scale 1 (the paper) leaves a zero-initialised table
     # at mean pooling for thousands of steps at lr 1e-3; a larger scale acts as a learning-rate multiplier for it.
     disease_attention_scale: float = 1.0
+    # Add the element-wise maximum over all patch features to every disease's pooled feature (an extension). An
+    # attention that starts near mean pooling gives one small finding a 1/M share of the pooled feature, too little
+    # to learn from; the maximum carries it from the first step.
+    disease_max_pooling: bool = False
     prototype_temperature: float = 0.07
     # "no finding" by definition (CheXpert, the labelers, the synthetic benchmark) means no other class is present.
     # True: `diagnose` derives it from the other classes' decisions (probability ∏(1 − p_i)) instead of its own
@@ -260,6 +272,8 @@ class DiaLlamaConfig(PreTrainedConfig):
                  f"disease_attention_scale must be > 0, got {self.disease_attention_scale}")
         _require(not (self.legacy_disease_pooling and self.disease_attention != "static"),
                  "legacy_disease_pooling reproduces the research code and needs disease_attention='static'")
+        _require(not (self.legacy_disease_pooling and self.disease_max_pooling),
+                 "legacy_disease_pooling reproduces the research code and needs disease_max_pooling=False")
         _require(self.diagnosis_head in DIAGNOSIS_HEADS,
                  f"diagnosis_head must be one of {DIAGNOSIS_HEADS}, got {self.diagnosis_head!r}")
         _require(self.prompt_type in PROMPT_TYPES,
