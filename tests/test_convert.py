@@ -30,7 +30,7 @@ LM = "lang_model.base_model.model."  # peft-0.7-wrapped LLaMA
 
 # Tiny vision sizes (the `tiny` preset): 1 channel, 8×8×4 patches of a 64×64×32 volume → 512 tokens of width 96.
 VIS = VISION_PRESETS["tiny"]
-LINEAR = {"patch_embedding": "linear"}  # RadFM and the research code embed patches linearly
+LINEAR = {"patch_embedding": "linear", "blob_filter_sigmas": []}  # RadFM / research-code tower: linear embedding
 C = VIS["hidden_size"]
 INNER = VIS["num_attention_heads"] * VIS["head_dim"]
 P_INNER = VIS["perceiver_heads"] * VIS["perceiver_head_dim"]

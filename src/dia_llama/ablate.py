@@ -14,14 +14,16 @@ from pathlib import Path
 import numpy as np
 
 # name → (paper row label, config overrides)
+# Every setting pools as the paper does (DAA or mean alone): the tiny preset's max-pooling extension is off.
+_PAPER_POOLING = dict(disease_max_pooling=False)
 SETTINGS = {
-    "baseline": ("Baseline (no diagnostic prompt)", dict(prompt_type="none", disease_pooling="attention", diagnosis_head="prototype")),
-    "dtp_mean_linear": ("DTP, mean pooling + linear head", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="linear")),
-    "dtp_daa": ("DTP + DAA", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="linear")),
-    "dtp_dpm": ("DTP + DPM (no DAA)", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="prototype")),
-    "full": ("Full model (DTP + DAA + DPM)", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="prototype")),
-    "prompt_token": ("Token prompt", dict(prompt_type="token", disease_pooling="attention", diagnosis_head="prototype")),
-    "prompt_feature": ("Feature prompt", dict(prompt_type="feature", disease_pooling="attention", diagnosis_head="prototype")),
+    "baseline": ("Baseline (no diagnostic prompt)", dict(prompt_type="none", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
+    "dtp_mean_linear": ("DTP, mean pooling + linear head", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="linear", **_PAPER_POOLING)),
+    "dtp_daa": ("DTP + DAA", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="linear", **_PAPER_POOLING)),
+    "dtp_dpm": ("DTP + DPM (no DAA)", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="prototype", **_PAPER_POOLING)),
+    "full": ("Full model (DTP + DAA + DPM)", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
+    "prompt_token": ("Token prompt", dict(prompt_type="token", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
+    "prompt_feature": ("Feature prompt", dict(prompt_type="feature", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
 }
 TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full"]
 TABLE3 = [("none", "baseline"), ("text", "full"), ("token", "prompt_token"), ("feature", "prompt_feature")]

@@ -549,9 +549,10 @@ def convert_official_checkpoint(
     # the official disease attention is the paper's: static, its table used as the logits (scale 1)
     overrides.setdefault("disease_attention", "static")
     overrides.setdefault("disease_attention_scale", 1.0)
-    # the research code's ViT3D embeds patches linearly (RadFM), whatever the preset's default
+    overrides.setdefault("disease_max_pooling", False)
+    # the research code's ViT3D embeds patches linearly (RadFM) without blob features, whatever the preset's default
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
-                          vision_overrides={"patch_embedding": "linear"}, **overrides)
+                          vision_overrides={"patch_embedding": "linear", "blob_filter_sigmas": []}, **overrides)
     config.language_model_source = str(llm)
     processor = build_processor(preset, tokenizer, config)
     processor.prepare_model_config(config)

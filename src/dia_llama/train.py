@@ -32,6 +32,8 @@ class ModelArguments:
     prompt_type: str | None = field(default=None, metadata={"help": "text | none | token | feature (ablation)"})
     disease_pooling: str | None = field(default=None, metadata={"help": "attention | mean (ablation)"})
     diagnosis_head: str | None = field(default=None, metadata={"help": "prototype | linear (ablation)"})
+    disease_max_pooling: bool | None = field(
+        default=None, metadata={"help": "add the patch-wise maximum to each disease's pooled feature (tiny: on)"})
     vision_config: str | None = field(
         default=None, metadata={"help": "JSON of vision-config fields over the preset's (new models), e.g. "
                                         "'{\"patch_embedding\": \"linear\", \"num_hidden_layers\": 3}'; with "
@@ -186,7 +188,8 @@ def build_model(model_args: ModelArguments):
     """Model + processor from a checkpoint, a preset, or parts (LLM checkpoint, vision weights)."""
     overrides = {
         k: getattr(model_args, k)
-        for k in ("prompt_type", "disease_pooling", "diagnosis_head", "dp_loss_weight", "lm_loss_weight")
+        for k in ("prompt_type", "disease_pooling", "diagnosis_head", "disease_max_pooling", "dp_loss_weight",
+                  "lm_loss_weight")
         if getattr(model_args, k) is not None
     }
     if model_args.model:
@@ -206,7 +209,8 @@ def build_model(model_args: ModelArguments):
 
         vision_overrides = parse_vision_config(model_args.vision_config)
         if model_args.vision_weights:
-            vision_overrides.setdefault("patch_embedding", "linear")  # RadFM / research-code weights
+            vision_overrides.setdefault("patch_embedding", "linear")  # RadFM / research-code weights: their tower
+            vision_overrides.setdefault("blob_filter_sigmas", [])
         model, processor = build_model_and_processor(
             model_args.preset, llm=model_args.llm, disease_names=model_args.disease_set, seed=model_args.model_seed,
             vision_overrides=vision_overrides, **overrides,
