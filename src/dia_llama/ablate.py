@@ -13,17 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
+def _setting(title: str, prompt_type: str, disease_pooling: str, diagnosis_head: str) -> tuple[str, dict]:
+    # every setting pools as the paper does (DAA or mean alone): the tiny preset's max-pooling extension is off
+    return title, dict(prompt_type=prompt_type, disease_pooling=disease_pooling, diagnosis_head=diagnosis_head,
+                       disease_max_pooling=False)
+
+
 # name → (paper row label, config overrides)
-# Every setting pools as the paper does (DAA or mean alone): the tiny preset's max-pooling extension is off.
-_PAPER_POOLING = dict(disease_max_pooling=False)
 SETTINGS = {
-    "baseline": ("Baseline (no diagnostic prompt)", dict(prompt_type="none", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
-    "dtp_mean_linear": ("DTP, mean pooling + linear head", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="linear", **_PAPER_POOLING)),
-    "dtp_daa": ("DTP + DAA", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="linear", **_PAPER_POOLING)),
-    "dtp_dpm": ("DTP + DPM (no DAA)", dict(prompt_type="text", disease_pooling="mean", diagnosis_head="prototype", **_PAPER_POOLING)),
-    "full": ("Full model (DTP + DAA + DPM)", dict(prompt_type="text", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
-    "prompt_token": ("Token prompt", dict(prompt_type="token", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
-    "prompt_feature": ("Feature prompt", dict(prompt_type="feature", disease_pooling="attention", diagnosis_head="prototype", **_PAPER_POOLING)),
+    "baseline": _setting("Baseline (no diagnostic prompt)", "none", "attention", "prototype"),
+    "dtp_mean_linear": _setting("DTP, mean pooling + linear head", "text", "mean", "linear"),
+    "dtp_daa": _setting("DTP + DAA", "text", "attention", "linear"),
+    "dtp_dpm": _setting("DTP + DPM (no DAA)", "text", "mean", "prototype"),
+    "full": _setting("Full model (DTP + DAA + DPM)", "text", "attention", "prototype"),
+    "prompt_token": _setting("Token prompt", "token", "attention", "prototype"),
+    "prompt_feature": _setting("Feature prompt", "feature", "attention", "prototype"),
 }
 TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full"]
 TABLE3 = [("none", "baseline"), ("text", "full"), ("token", "prompt_token"), ("feature", "prompt_feature")]
