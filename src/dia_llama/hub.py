@@ -357,6 +357,9 @@ def _model_details(config: dict, base_model: str | None) -> str:
             "convolutional patch embedding (Conv3d-BatchNorm-GELU, widths "
             + "→".join(str(c) for c in vision.get("conv_stem_channels", [])) + ")"
             if vision.get("patch_embedding") == "conv" else "",
+            "blob features (LoG σ " + "; ".join("×".join(f"{v:g}" for v in sigma)
+                                                for sigma in vision["blob_filter_sigmas"]) + ")"
+            if vision.get("blob_filter_sigmas") else "",
             f"width {vision['hidden_size']}" if "hidden_size" in vision else "",
             f"{vision['num_hidden_layers']} layers" if "num_hidden_layers" in vision else "",
             f"perceiver resampler to {vision['num_latents']} visual tokens" if "num_latents" in vision else ""))
@@ -369,7 +372,8 @@ def _model_details(config: dict, base_model: str | None) -> str:
             f"from `{base_model}`" if base_model else ""))
     if isinstance(diseases, list):
         rows.append(f"- Diseases ({len(diseases)}): " + ", ".join(diseases))
-    switches = [f"{k}=`{config[k]}`" for k in ("disease_pooling", "diagnosis_head", "prompt_type") if k in config]
+    switches = [f"{k}=`{config[k]}`" for k in ("disease_pooling", "disease_attention", "disease_max_pooling",
+                                                 "diagnosis_head", "prompt_type") if k in config]
     if switches:
         rows.append("- Disease branch: " + ", ".join(switches))
     return "\n".join(rows) or "- See `config.json`."
