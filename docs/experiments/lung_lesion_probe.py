@@ -1,4 +1,6 @@
-"""Why the tiny preset does not learn "lung lesion": a lesion-only CNN probe on the demo's cached volumes.
+"""Why the convolutional stem alone does not learn "lung lesion": a lesion-only CNN probe on the demo's cached volumes.
+
+(This is why the `tiny` preset now adds blob features, `blob_filter_sigmas`; see the README's "Current results".)
 
 Trains a 4-layer Conv3d-BatchNorm-GELU network (the tiny stem's widths) with global max pooling and one logit on
 "lung lesion" alone, and prints the test AUC every `--every` steps, for one of three inputs:
