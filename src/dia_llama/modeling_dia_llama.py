@@ -148,10 +148,10 @@ class DiaLlamaConvPatchEmbedding(nn.Module):
 PATCH_EMBEDDING_CLASSES = {"linear": DiaLlamaPatchEmbedding, "conv": DiaLlamaConvPatchEmbedding}
 
 
-def log_frequency_response(shape, sigma) -> torch.Tensor:
+def log_frequency_response(shape, sigma, device=None) -> torch.Tensor:
     """Negated Laplacian of a Gaussian of widths `sigma` (voxels per axis) on the rfftn grid of `shape` (H, W, D):
     (H, W, D//2+1), zero at DC, so a bright blob of about the filter's size responds positively."""
-    axes = [torch.fft.fftfreq(n) for n in shape[:-1]] + [torch.fft.rfftfreq(shape[-1])]
+    axes = [torch.fft.fftfreq(n, device=device) for n in shape[:-1]] + [torch.fft.rfftfreq(shape[-1], device=device)]
     omega = torch.meshgrid(*[2 * math.pi * f.double() for f in axes], indexing="ij")
     squared = sum(w**2 for w in omega)
     gaussian = torch.exp(-0.5 * sum((s * w) ** 2 for s, w in zip(sigma, omega)))
@@ -177,7 +177,7 @@ class DiaLlamaBlobFeatures(nn.Module):
         """(B, C, H, W, D) → per-patch filter maxima (B, M, S), before the embedding."""
         x = pixel_values.float().mean(dim=1, keepdim=True)  # (B, 1, H, W, D)
         shape = tuple(x.shape[2:])
-        response = torch.stack([log_frequency_response(shape, s).to(x.device) for s in self.sigmas])  # (S, H, W, D')
+        response = torch.stack([log_frequency_response(shape, s, x.device) for s in self.sigmas])  # (S, H, W, D//2+1)
         spectrum = torch.fft.rfftn(x, dim=(2, 3, 4))  # (B, 1, H, W, D//2+1)
         blobs = torch.fft.irfftn(spectrum * response, s=shape, dim=(2, 3, 4))  # (B, S, H, W, D)
         pooled = F.max_pool3d(blobs * self.response_gain, self.patch_size)  # (B, S, h, w, d)
