@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from dia_llama import DiaLlamaForConditionalGeneration
 from dia_llama.cli import main
 from dia_llama.convert import (
+    RESEARCH_VISION_OVERRIDES,
     TOKENIZER_ERROR,
     convert_official_checkpoint,
     convert_official_state_dict,
@@ -30,7 +31,7 @@ LM = "lang_model.base_model.model."  # peft-0.7-wrapped LLaMA
 
 # Tiny vision sizes (the `tiny` preset): 1 channel, 8×8×4 patches of a 64×64×32 volume → 512 tokens of width 96.
 VIS = VISION_PRESETS["tiny"]
-LINEAR = {"patch_embedding": "linear", "blob_filter_sigmas": []}  # RadFM / research-code tower: linear embedding
+LINEAR = RESEARCH_VISION_OVERRIDES  # RadFM / research-code tower: linear embedding, no blob features
 C = VIS["hidden_size"]
 INNER = VIS["num_attention_heads"] * VIS["head_dim"]
 P_INNER = VIS["perceiver_heads"] * VIS["perceiver_head_dim"]

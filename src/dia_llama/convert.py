@@ -32,6 +32,10 @@ TOKENIZER_ERROR = (
 # ---------------------------------------------------------------------------------------------------------------------
 # Key layout
 
+# The vision tower of RadFM and the research code: patches embedded linearly, no blob features (vision-config fields
+# over a preset's, for models that load their weights).
+RESEARCH_VISION_OVERRIDES = {"patch_embedding": "linear", "blob_filter_sigmas": []}
+
 _E = r"^embedding_layer\."
 _V = _E + r"vision_encoder\."
 _P = _E + r"perceiver\."
@@ -550,9 +554,9 @@ def convert_official_checkpoint(
     overrides.setdefault("disease_attention", "static")
     overrides.setdefault("disease_attention_scale", 1.0)
     overrides.setdefault("disease_max_pooling", False)
-    # the research code's ViT3D embeds patches linearly (RadFM) without blob features, whatever the preset's default
+    # the research code's ViT3D, whatever the preset's default
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
-                          vision_overrides={"patch_embedding": "linear", "blob_filter_sigmas": []}, **overrides)
+                          vision_overrides=dict(RESEARCH_VISION_OVERRIDES), **overrides)
     config.language_model_source = str(llm)
     processor = build_processor(preset, tokenizer, config)
     processor.prepare_model_config(config)

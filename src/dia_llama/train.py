@@ -209,8 +209,9 @@ def build_model(model_args: ModelArguments):
 
         vision_overrides = parse_vision_config(model_args.vision_config)
         if model_args.vision_weights:
-            vision_overrides.setdefault("patch_embedding", "linear")  # RadFM / research-code weights: their tower
-            vision_overrides.setdefault("blob_filter_sigmas", [])
+            from .convert import RESEARCH_VISION_OVERRIDES
+
+            vision_overrides = {**RESEARCH_VISION_OVERRIDES, **vision_overrides}  # their tower unless told otherwise
         model, processor = build_model_and_processor(
             model_args.preset, llm=model_args.llm, disease_names=model_args.disease_set, seed=model_args.model_seed,
             vision_overrides=vision_overrides, **overrides,
