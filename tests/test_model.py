@@ -264,17 +264,31 @@ def test_disease_attention_pools_over_patches():
     assert torch.allclose(branch.attention_map().sum(-1), torch.ones(num_l))
 
 
-def test_legacy_pooling_flag_reproduces_research_code_bug():
+def test_legacy_pooling_flag_reproduces_research_code_bug_at_inference_only():
+    torch.manual_seed(0)
     model, _ = build_model_and_processor("tiny", legacy_disease_pooling=True, disease_attention="static",
                                          disease_max_pooling=False)
+    model.eval()
     branch = model.model.disease_branch
-    feats = torch.randn(1, branch.attention_weights.shape[1], 96)
     with torch.no_grad():
-        pooled = branch.pool(feats)
-    softmax = branch.attention_map()
-    # disease i is judged from patch token i, scaled by the summed attention of all diseases on it
-    expected = softmax.sum(0)[: softmax.shape[0], None] * feats[0, : softmax.shape[0]]
-    assert torch.allclose(pooled[0], expected, atol=1e-6)
+        branch.attention_weights.normal_()  # a non-uniform attention, so the two poolings differ
+    feats = torch.randn(2, branch.attention_weights.shape[1], 96)
+    softmax = branch.attention_map()  # (L, M)
+    with torch.no_grad():
+        legacy = branch.pool(feats, legacy=True)
+        correct = branch.pool(feats)
+        # the research code's `mode='cls'`: disease i is judged from patch token i, scaled by the summed attention
+        torch.testing.assert_close(legacy, softmax.sum(0)[: softmax.shape[0], None] * feats[:, : softmax.shape[0]])
+        torch.testing.assert_close(correct, torch.einsum("lm,bmc->blc", softmax, feats))
+        # its training path (`mode='train'`) pools correctly: forward (which computes L_DP) does not use the bug ...
+        _, train_logits = branch(feats)
+        _, correct_logits = branch(feats, legacy=False)
+        torch.testing.assert_close(train_logits, correct_logits)
+        # ... while diagnose (the inference path) does
+        dx = model.model.diagnose(patch_features=feats)
+        _, legacy_logits = branch(feats, legacy=True)
+        torch.testing.assert_close(dx.logits, legacy_logits)
+        assert not torch.allclose(legacy_logits, correct_logits)
 
 
 def test_prototype_memory_decides_by_closer_prototype():
@@ -304,7 +318,7 @@ def test_derived_no_finding_follows_the_other_classes():
     logits[1, names.index("lung lesion")] = 4.0  # case 1 has a finding
     logits[:, nf] = torch.tensor([-9.0, 9.0])  # its own prototype says the opposite of the other classes
     branch = model.model.disease_branch
-    branch.forward = lambda feats: (None, logits)
+    branch.forward = lambda feats, legacy=False: (None, logits)
     dx = model.model.diagnose(patch_features=torch.zeros(2, 1, 96))
     assert dx.present[:, nf].tolist() == [True, False]
     expected = (1 - torch.sigmoid(torch.tensor(-4.0))) ** (len(names) - 1)

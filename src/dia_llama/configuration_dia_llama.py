@@ -256,6 +256,8 @@ class DiaLlamaConfig(PreTrainedConfig):
     diagnosis_thresholds: list[float] | None = None
     temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
     projector_bias: bool = True
+    # The research code's inference-time pooling bug (disease i judged from patch token i), for its released weights:
+    # applied by `diagnose` / `generate` only, since its training path pools correctly. Off: pool over the patches.
     legacy_disease_pooling: bool = False
     language_model_source: str | None = None
     tie_word_embeddings: bool = False

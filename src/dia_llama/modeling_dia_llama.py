@@ -369,7 +369,6 @@ class DiaLlamaDiseaseBranch(nn.Module):
         vc = config.vision_config
         num, dim = config.num_diseases, vc.hidden_size
         self.pooling, self.head = config.disease_pooling, config.diagnosis_head
-        self.legacy_pooling = config.legacy_disease_pooling
         self.max_pooling = config.disease_max_pooling
         self.attention_kind = config.disease_attention
         self.attention_scale = float(config.disease_attention_scale)
@@ -414,14 +413,15 @@ class DiaLlamaDiseaseBranch(nn.Module):
             return None
         return self.attention_logits(patch_features).softmax(dim=-1)
 
-    def pool(self, patch_features: torch.Tensor) -> torch.Tensor:
-        """(B, M, c) → (B, L, c); with `disease_max_pooling`, plus the maximum over the M patches of each channel."""
-        features = self._pool_by_kind(patch_features)
+    def pool(self, patch_features: torch.Tensor, legacy: bool = False) -> torch.Tensor:
+        """(B, M, c) → (B, L, c); with `disease_max_pooling`, plus the maximum over the M patches of each channel.
+        `legacy`: the research code's inference-time pooling (see `_pool_by_kind`)."""
+        features = self._pool_by_kind(patch_features, legacy)
         if self.max_pooling:
             features = features + patch_features.amax(dim=1, keepdim=True)  # (B, L, c) + (B, 1, c)
         return features
 
-    def _pool_by_kind(self, patch_features: torch.Tensor) -> torch.Tensor:
+    def _pool_by_kind(self, patch_features: torch.Tensor, legacy: bool = False) -> torch.Tensor:
         if self.pooling == "mean":
             num = self.classifier_weight.shape[0] if self.head == "linear" else self.abnormal_prototypes.shape[0]
             return patch_features.mean(dim=1, keepdim=True).expand(-1, num, -1)
@@ -429,8 +429,9 @@ class DiaLlamaDiseaseBranch(nn.Module):
             attention = self.attention_map(patch_features).to(patch_features.dtype)  # (B, L, M)
             return torch.einsum("blm,bmc->blc", attention, patch_features)
         attention = self.attention_map().to(patch_features.dtype)  # (L, M)
-        if self.legacy_pooling:
-            # Compatibility with the research code's inference path (a bug): disease i is judged from patch token i.
+        if legacy:
+            # The research code's inference path (`mode='cls'`, a bug; its training path pools correctly): the
+            # weighted tokens are summed over the disease axis, so disease i is judged from patch token i.
             weighted = attention.unsqueeze(-1) * patch_features.unsqueeze(1)  # (B, L, M, c)
             return weighted.sum(dim=1)[:, : attention.shape[0]]
         return torch.einsum("lm,bmc->blc", attention, patch_features)
@@ -439,9 +440,9 @@ class DiaLlamaDiseaseBranch(nn.Module):
         """(B, L) bool → (B, L, c) the abnormal prototype where present, else the normal one."""
         return torch.where(present.unsqueeze(-1), self.abnormal_prototypes, self.normal_prototypes)
 
-    def forward(self, patch_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, M, c) → disease features (B, L, c), logits (B, L)."""
-        features = self.pool(patch_features)
+    def forward(self, patch_features: torch.Tensor, legacy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, c) → disease features (B, L, c), logits (B, L). `legacy` pools as the research code's inference."""
+        features = self.pool(patch_features, legacy)
         if self.head == "linear":
             logits = (features * self.classifier_weight).sum(-1) + self.classifier_bias
             return features, logits
@@ -467,12 +468,24 @@ class DiaLlamaPreTrainedModel(PreTrainedModel):
     main_input_name = "input_ids"
     supports_gradient_checkpointing = True
     _no_split_modules = ["DiaLlamaVisionLayer", "DiaLlamaPerceiverLayer", "LlamaDecoderLayer"]
+    # Loaded in float16, the vision side stays float32, as in the official inference (its `MyEmbedding` in float32
+    # beside a `.half()` LLaMA): the ViT's LayerNorms, the prototypes' cosine similarities and 1/τ keep their range.
+    _keep_in_fp32_modules = ["vision_tower", "resampler", "multi_modal_projector", "disease_branch"]
     _skip_keys_device_placement = ["cache"]
     _supports_sdpa = True
     _supports_flash_attn = True
     _supports_attention_backend = True
     # The loss is a per-batch mean: let the Trainer divide by gradient-accumulation steps itself.
     accepts_loss_kwargs = False
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The language model's dtype. The vision side may differ (float32 in a float16 load, see
+        `_keep_in_fp32_modules`); `save_pretrained` records this one as `config.dtype`, which `dtype="auto"` loads."""
+        try:
+            return self.get_input_embeddings().weight.dtype
+        except (AttributeError, NotImplementedError):
+            return super().dtype
 
     def _init_weights(self, module):
         std = getattr(self.config.get_text_config(), "initializer_range", 0.02)
@@ -557,7 +570,8 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
         """`threshold`: one value for every disease; None uses `config.diagnosis_thresholds` (or 0.5 when unset)."""
         if patch_features is None:
             patch_features = self.encode_volume(pixel_values)
-        _, logits = self.disease_branch(patch_features)
+        # the research code has its pooling bug at inference only: `legacy_disease_pooling` applies here, not in forward
+        _, logits = self.disease_branch(patch_features, legacy=self.config.legacy_disease_pooling)
         probs = torch.sigmoid(logits.float())  # (B, L)
         if threshold is None:
             thresholds = self.config.diagnosis_thresholds
@@ -746,7 +760,7 @@ class DiaLlamaForConditionalGeneration(DiaLlamaPreTrainedModel, GenerationMixin)
         hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
-        logits = self.lm_head(hidden)  # (B, T, V)
+        logits = self.suppress_input_only_tokens(self.lm_head(hidden))  # (B, T, V)
 
         lm_loss = dp_loss = loss = None
         if labels is not None:
@@ -772,6 +786,26 @@ class DiaLlamaForConditionalGeneration(DiaLlamaPreTrainedModel, GenerationMixin)
             disease_logits=outputs.disease_logits,
             disease_probs=disease_probs,
         )
+
+    def input_only_token_ids(self) -> list[int]:
+        """Tokens that only ever appear in the input: the placeholders (`<image>`, `<image_start>`, `<image_end>`,
+        `<dx>`, `<disease>`) and padding (unless it doubles as EOS)."""
+        config, text = self.config, self.config.get_text_config()
+        ids = [config.image_token_id, config.image_start_token_id, config.image_end_token_id,
+               config.diagnosis_token_id, config.disease_token_id]
+        if text.pad_token_id is not None and text.pad_token_id != text.eos_token_id:
+            ids.append(text.pad_token_id)
+        vocab = text.vocab_size
+        return sorted({int(i) for i in ids if i is not None and 0 <= int(i) < vocab})
+
+    def suppress_input_only_tokens(self, logits: torch.Tensor) -> torch.Tensor:
+        """Set the logits of `input_only_token_ids` to the dtype's minimum: they take no probability mass (the
+        official model's LLaMA head has no rows for them), in the loss as in generation. (B, T, V) → (B, T, V)."""
+        ids = self.input_only_token_ids()
+        if not ids:
+            return logits
+        index = torch.tensor(ids, device=logits.device)
+        return logits.index_fill_(-1, index, torch.finfo(logits.dtype).min)  # in place: Linear keeps no output
 
     # -- generation ----------------------------------------------------------------------------------------------------
     def expand_diagnosis_prompts(self, input_ids, attention_mask, present, pad_token_id):
