@@ -228,7 +228,7 @@ def converted(tmp_path_factory, official, llm_dir):
     out = tmp_path_factory.mktemp("converted")
     report = out.parent / "report.json"
     assert main(["convert-official", str(official[0]), str(out), "--llm", str(llm_dir), "--preset", "tiny",
-                 "--report", str(report)]) == 0
+                 "--dtype", "float32", "--report", str(report)]) == 0
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     model = AutoModelForImageTextToText.from_pretrained(out).eval()
@@ -261,8 +261,10 @@ def test_converted_model_equals_hand_placed_weights(converted, official):
     assert torch.allclose(dx_ours.logits, expected, atol=1e-4)  # the research code's (training-mode) disease branch
     assert not model.config.legacy_disease_pooling
     assert math.isclose(model.model.disease_branch.temperature.item(), TEMP, rel_tol=1e-6)
-    # the added tokens' output rows never outscore the best original token
-    assert (ours.logits[..., LLM_VOCAB:].max(-1).values <= ours.logits[..., :LLM_VOCAB].max(-1).values).all()
+    # the added tokens (placeholders, padding) take no probability mass: the official head has no rows for them
+    assert torch.equal(model.lm_head.weight[LLM_VOCAB:], torch.zeros_like(model.lm_head.weight[LLM_VOCAB:]))
+    assert (ours.logits[..., LLM_VOCAB:] == torch.finfo(ours.logits.dtype).min).all()
+    assert torch.allclose(ours.logits.softmax(-1)[..., :LLM_VOCAB].sum(-1), torch.ones(ours.logits.shape[:2]))
     # the report: nothing unknown, obsolete keys dropped, 4 LoRA pairs merged
     assert report["unmapped"] == [] and report["shape_mismatches"] == [] and report["missing"] == []
     assert E + "bert_model.x" in report["dropped"] and E + "group_cls_head.3.weight" in report["dropped"]
@@ -272,7 +274,7 @@ def test_converted_model_equals_hand_placed_weights(converted, official):
 
 def test_legacy_flag_reproduces_research_inference_path(official, llm_dir, tmp_path, converted):
     out, report = convert_official_checkpoint(official[0], tmp_path / "legacy", llm=llm_dir, preset="tiny",
-                                              legacy_pooling=True)
+                                              legacy_pooling=True, dtype="float32")
     legacy = DiaLlamaForConditionalGeneration.from_pretrained(out).eval()
     assert legacy.config.legacy_disease_pooling
     pixel_values = inputs(converted[1])["pixel_values"]
@@ -335,7 +337,7 @@ def test_llm_weights_from_llm_folder_when_checkpoint_lacks_them(official, llm_di
     """A trainable-parameters-only save: base LLaMA weights come from --llm, LoRA merges onto them."""
     sd = {k: v for k, v in official[1].items()
           if not (k.startswith("lang_model.") and ".lora_" not in k) and k != E + "weight"}
-    out, report = convert_official_checkpoint(sd, tmp_path / "partial", llm=llm_dir, preset="tiny")
+    out, report = convert_official_checkpoint(sd, tmp_path / "partial", llm=llm_dir, preset="tiny", dtype="float32")
     assert "model.layers.0.self_attn.q_proj.weight" in report.filled_from_llm
     from safetensors.torch import load_file
 
@@ -350,6 +352,33 @@ def test_llm_weights_from_llm_folder_when_checkpoint_lacks_them(official, llm_di
     assert torch.equal(emb[model.config.image_end_token_id], official[1][E + "figure_token_weight"][1])
 
 
+def test_default_dtype_policy_mirrors_the_official_inference(official, llm_dir, tmp_path):
+    """A bfloat16 checkpoint (as the paper trained) → language model float16, vision side float32 (the official
+    inference ran `MyEmbedding` in float32 beside a `.half()` LLaMA), τ exact in float32; `dtype="auto"` reloads it
+    the same way."""
+    sd = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in official[1].items()}
+    out, _ = convert_official_checkpoint(sd, tmp_path / "official_dtype", llm=llm_dir, preset="tiny")
+    assert json.loads((out / "config.json").read_text())["dtype"] == "float16"
+    for model in (DiaLlamaForConditionalGeneration.from_pretrained(out, dtype="auto"),
+                  DiaLlamaForConditionalGeneration.from_pretrained(out, dtype=torch.float16)):
+        dtypes = {name: p.dtype for name, p in model.named_parameters()}
+        vision_side = ("model.vision_tower.", "model.resampler.", "model.multi_modal_projector.",
+                       "model.disease_branch.")
+        assert all(d == torch.float32 for n, d in dtypes.items() if n.startswith(vision_side))
+        assert all(d == torch.float16 for n, d in dtypes.items() if not n.startswith(vision_side))
+        assert model.dtype == torch.float16
+        tau = float(sd[E + "temp"].float())  # the bfloat16 value, as the official code reads it into float32
+        assert model.model.disease_branch.temperature.item() == pytest.approx(tau, rel=1e-6)
+        row = model.model.vision_tower.pos_embed.row_embed.weight
+        torch.testing.assert_close(row, sd[E + "vision_encoder.pos_embedding.row_embed.weight"].float(),
+                                   rtol=0, atol=0)
+    # the other policies are explicit
+    out32, _ = convert_official_checkpoint(sd, tmp_path / "fp32", llm=llm_dir, preset="tiny", dtype="float32")
+    assert {p.dtype for p in DiaLlamaForConditionalGeneration.from_pretrained(out32).parameters()} == {torch.float32}
+    with pytest.raises(ValueError, match="unknown dtype policy"):
+        convert_official_checkpoint(sd, tmp_path / "bad", llm=llm_dir, preset="tiny", dtype="half-ish")
+
+
 def test_llm_is_required_for_the_tokenizer(official, tmp_path, capsys):
     with pytest.raises(ValueError, match="does not ship a tokenizer"):
         convert_official_checkpoint(official[0], tmp_path / "x")
@@ -361,7 +390,7 @@ def test_llm_is_required_for_the_tokenizer(official, tmp_path, capsys):
 def test_tokenizer_only_llm_folder_uses_checkpoint_llama(official, tmp_path, converted):
     """--llm with only a tokenizer: the checkpoint's frozen LLaMA is used, its sizes read off the tensors."""
     llm = write_llm_folder(tmp_path / "tok", with_weights=False)
-    out, report = convert_official_checkpoint(official[0], tmp_path / "conv", llm=llm, preset="tiny")
+    out, report = convert_official_checkpoint(official[0], tmp_path / "conv", llm=llm, preset="tiny", dtype="float32")
     assert report.filled_from_llm == []
     model = DiaLlamaForConditionalGeneration.from_pretrained(out)
     for (name, a), b in zip(model.state_dict().items(), converted[0].state_dict().values()):

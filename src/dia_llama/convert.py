@@ -296,7 +296,8 @@ def _transform(target: str, value: torch.Tensor, bounds, report: ConversionRepor
                 f"{source}: temperature {tau:g} lies outside temperature_bounds [{low:g}, {high:g}]; "
                 f"clamped to {clamped:g}"
             )
-        return torch.tensor([math.log(clamped)], dtype=value.dtype if value.is_floating_point() else torch.float32)
+        # float32 whatever the checkpoint's dtype: log τ rounded to bfloat16 would move τ by up to 0.4 %
+        return torch.tensor([math.log(clamped)], dtype=torch.float32)
     return value
 
 
@@ -381,8 +382,11 @@ def convert_official_state_dict(
             continue
         table = torch.empty((rows, width), dtype=value.dtype)
         table[: value.shape[0]] = value
-        if rows > value.shape[0]:  # Dia-LLaMA's added tokens: the mean row (their logits never exceed the best one)
-            table[value.shape[0]:] = value.float().mean(0).to(value.dtype)
+        if rows > value.shape[0]:  # Dia-LLaMA's added tokens (placeholders, padding), which the official vocabulary lacks
+            # input rows: the mean embedding (HF's mean resizing; placeholders are overwritten by features anyway);
+            # LM-head rows: zero, and the model masks their logits, so they take no probability mass
+            added = value.float().mean(0) if base.endswith("embed_tokens.weight") else torch.zeros(width)
+            table[value.shape[0]:] = added.to(value.dtype)
         out[base] = table
         report.mapped.append((key, f"{base}[:{value.shape[0]}]"))
 
@@ -467,6 +471,31 @@ def _our_llm_names(expected) -> set[str]:
     return names
 
 
+# How `convert-official` stores the model. The official inference ran its `MyEmbedding` (ViT3D, perceiver, projector,
+# disease branch, τ) in float32 beside a `.half()` LLaMA: "official" reproduces that (float16 keeps the vision side in
+# float32 through `_keep_in_fp32_modules`, and `dtype="auto"` loads it back the same way).
+DTYPE_POLICIES = {
+    "official": "language model float16, vision tower / resampler / projector / disease branch float32 (default)",
+    "auto": "the checkpoint's dominant float dtype (float16 also keeps the vision side in float32)",
+    "float32": "everything float32",
+    "bfloat16": "everything bfloat16 (how the paper trained)",
+    "float16": "same as official",
+}
+
+
+def resolve_dtype_policy(policy: str | torch.dtype, state: Mapping | None = None) -> torch.dtype:
+    """A `DTYPE_POLICIES` name (or a torch dtype) → the dtype passed to `from_pretrained`."""
+    if isinstance(policy, torch.dtype):
+        return policy
+    if policy not in DTYPE_POLICIES:
+        raise ValueError(f"unknown dtype policy {policy!r}; choose one of {sorted(DTYPE_POLICIES)}")
+    if policy == "official":
+        return torch.float16
+    if policy == "auto":
+        return _dominant_dtype(state or {})
+    return getattr(torch, policy)
+
+
 def _dominant_dtype(state: Mapping) -> torch.dtype:
     sizes: dict = {}
     for value in state.values():
@@ -511,7 +540,7 @@ def convert_official_checkpoint(
     merge_lora: bool = True,
     lora_alpha: float = 32,
     lora_r: int = 8,
-    dtype: str | torch.dtype = "auto",
+    dtype: str | torch.dtype = "official",
     strict: bool = True,
 ) -> tuple[Path, ConversionReport]:
     """Convert the official `pytorch_model.bin` (path, folder or state dict) into a Dia-LLaMA folder at `out_dir`.
@@ -519,34 +548,27 @@ def convert_official_checkpoint(
     `llm`: a LLaMA-2 folder; its tokenizer is required (gets Dia-LLaMA's special tokens), its config.json is used when
     present, and its weights only fill LLM weights the checkpoint lacks. `legacy_pooling`: reproduce the research
     code's inference bug (`config.legacy_disease_pooling`). `strict`: raise when keys stay unmapped / mismatched or
-    weights are missing. `dtype`: "auto" keeps the checkpoint's dominant float dtype.
+    weights are missing. `dtype`: see `DTYPE_POLICIES` ("official" by default).
     """
-    from transformers import AutoTokenizer
-
     from .modeling_dia_llama import DiaLlamaForConditionalGeneration
     from .presets import (
         add_special_tokens,
         build_config,
         build_processor,
         default_generation_config,
+        load_llm_tokenizer,
         save_pretrained_with_remote_code,
     )
 
     if llm is None:
         raise ValueError(TOKENIZER_ERROR)
     llm = Path(llm)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(llm)
-    except (OSError, ValueError, TypeError) as err:
-        raise ValueError(f"{TOKENIZER_ERROR} (could not load a tokenizer from {llm}: {err})") from err
+    tokenizer = load_llm_tokenizer(llm)
     add_special_tokens(tokenizer)
 
     state = dict(checkpoint) if isinstance(checkpoint, Mapping) else load_checkpoint_file(checkpoint)
     state = _official_names(state)
-    if dtype == "auto":
-        dtype = _dominant_dtype(state)
-    elif isinstance(dtype, str):
-        dtype = getattr(torch, dtype)
+    dtype = resolve_dtype_policy(dtype, state)
 
     overrides = dict(config_overrides or {})
     overrides.setdefault("legacy_disease_pooling", legacy_pooling)
@@ -706,7 +728,8 @@ def add_convert_arguments(p) -> None:
     p.add_argument("--no-merge-lora", action="store_true", help="do not merge the LoRA adapters (report them only)")
     p.add_argument("--lora-alpha", type=float, default=32.0)
     p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="auto")
+    p.add_argument("--dtype", choices=sorted(DTYPE_POLICIES), default="official",
+                   help="; ".join(f"{k}: {v}" for k, v in DTYPE_POLICIES.items()))
     p.add_argument("--allow-incomplete", action="store_true",
                    help="write the model even if keys stay unmapped, shapes differ or weights are missing")
     p.add_argument("--report", default=None, help="also write the conversion report as JSON to this file")
@@ -733,6 +756,8 @@ def run_convert(args) -> int:
 
 __all__ = [
     "ConversionReport",
+    "DTYPE_POLICIES",
+    "resolve_dtype_policy",
     "official_key_map",
     "convert_official_state_dict",
     "load_checkpoint_file",

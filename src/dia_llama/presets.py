@@ -50,6 +50,9 @@ PROCESSOR_PRESETS = {
     "tiny": dict(intensity_mode="hu", hu_window=(-1000.0, 1000.0), resample="area"),
     "paper": dict(intensity_mode="minmax", resample="nearest"),
 }
+# Report length cap of the text processor. `paper`: the official pipeline truncates prompt + report at 2048 tokens
+# and its prompt is 223 (+ EOS); CTRG-Chest reports reach 565 LLaMA tokens.
+REPORT_TOKEN_PRESETS = {"tiny": 512, "paper": 2048 - 224}
 # Disease-branch settings per preset (DiaLlamaConfig fields; explicit overrides win). `paper`: the paper's DAA.
 # `tiny`: the static DAA's logits scaled ×30, plus the input-dependent `dynamic` term. Scale: with RadFM's linear
 # embedding (700 train cases, 600 steps) test micro-F1 was 0.35 at scale 1 (the table never leaves mean pooling: max
@@ -100,6 +103,40 @@ def train_tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 1024
     )
 
 
+def load_llm_tokenizer(llm):
+    """The tokenizer of a local LLM folder (`--llm`): its `tokenizer.json` / `tokenizer_config.json`, or a bare
+    LLaMA-style SentencePiece `tokenizer.model`, which needs the sentencepiece package (`pip install "dia-llama[llama]"`).
+    Raises ValueError naming the folder and the problem."""
+    import importlib.util
+
+    from transformers import LlamaTokenizer
+
+    path = Path(llm)
+    if not path.is_dir():
+        raise ValueError(f"{path}: not a folder; --llm takes a local folder with the language model's tokenizer")
+    has_json, has_config = (path / "tokenizer.json").is_file(), (path / "tokenizer_config.json").is_file()
+    has_sentencepiece = (path / "tokenizer.model").is_file()
+    if not (has_json or has_config or has_sentencepiece):
+        raise ValueError(f"{path}: no tokenizer (tokenizer.json, tokenizer_config.json or tokenizer.model) in the folder")
+    if has_sentencepiece and not has_json and importlib.util.find_spec("sentencepiece") is None:
+        raise ValueError(
+            f"{path}: holds a SentencePiece tokenizer.model and no tokenizer.json; reading it needs the sentencepiece "
+            "package: pip install 'dia-llama[llama]'"
+        )
+    try:
+        if has_sentencepiece and not (has_json or has_config):
+            tokenizer = LlamaTokenizer.from_pretrained(path)  # a bare LLaMA-style SentencePiece model
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, TypeError, ImportError) as err:
+        raise ValueError(f"{path}: could not load its tokenizer ({type(err).__name__}: {err})") from err
+    if not tokenizer("The lungs are clear.", add_special_tokens=False)["input_ids"]:
+        raise ValueError(f"{path}: its tokenizer turns text into no tokens; the tokenizer files are incomplete")
+    if tokenizer.eos_token_id is None:
+        raise ValueError(f"{path}: its tokenizer has no end-of-sequence token (eos_token)")
+    return tokenizer
+
+
 def add_special_tokens(tokenizer) -> int:
     """Add Dia-LLaMA's placeholder tokens (and a pad token) to an existing tokenizer; returns how many were added."""
     added = tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS}, replace_extra_special_tokens=False)
@@ -138,6 +175,7 @@ def build_processor(preset: str, tokenizer, config: DiaLlamaConfig) -> DiaLlamaP
         instruction=config.instruction,
         num_image_tokens=config.num_image_tokens,
         prompt_type=config.prompt_type,
+        max_report_tokens=REPORT_TOKEN_PRESETS[preset],
     )
 
 
@@ -149,7 +187,7 @@ def build_model_and_processor(
     the language model instead of random weights. `vision_overrides` / `overrides`: see `build_config`."""
     torch.manual_seed(seed)
     if llm is not None:
-        tokenizer = AutoTokenizer.from_pretrained(llm)
+        tokenizer = load_llm_tokenizer(llm)
         add_special_tokens(tokenizer)
         llm_config = AutoConfig.from_pretrained(llm)
         config = build_config(preset, len(tokenizer), disease_names, text_config=llm_config,
@@ -176,7 +214,8 @@ def build_model_and_processor(
 
 
 def _resize_for_tokenizer(model, llm, vocab_size: int) -> None:
-    """Copy the LLM's original embedding rows into the (possibly larger) table and init the new rows as their mean."""
+    """Copy the LLM's original embedding rows into the (possibly larger) tables; added rows: the mean input embedding
+    and a zero LM-head row (the model masks the added tokens' logits in any case)."""
     from safetensors.torch import load_file
 
     files = sorted(Path(llm).glob("*.safetensors"))
@@ -189,8 +228,9 @@ def _resize_for_tokenizer(model, llm, vocab_size: int) -> None:
         old = state[key]
         with torch.no_grad():
             module.weight[: old.shape[0]] = old.to(module.weight.dtype)
-            if vocab_size > old.shape[0]:
-                module.weight[old.shape[0] :] = old.float().mean(0).to(module.weight.dtype)
+            if vocab_size > old.shape[0]:  # added tokens: mean input embedding, zero LM-head rows (logits masked)
+                added = old.float().mean(0) if key == "model.embed_tokens.weight" else torch.zeros(old.shape[1])
+                module.weight[old.shape[0] :] = added.to(module.weight.dtype)
 
 
 def default_generation_config(tokenizer) -> GenerationConfig:
