@@ -360,14 +360,9 @@ class DiaLlamaProcessor(ProcessorMixin):
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs an eos_token")
         self._token_ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-        encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-        self._sentence_ids = [
-            (encode(self.disease_sentence(name, True)), encode(self.disease_sentence(name, False)))
-            for name in self.disease_names
-        ]
-        self._instruction_ids = encode(instruction)
+        self._sentence_ids, self._instruction_ids, self._pieces_problem = self._prompt_pieces()
 
-    # -- prompt pieces -------------------------------------------------------------------------------------------------
+    # -- prompt text ---------------------------------------------------------------------------------------------------
     @property
     def image_token_id(self) -> int:
         return self._token_ids[IMAGE_TOKEN]
@@ -379,32 +374,89 @@ class DiaLlamaProcessor(ProcessorMixin):
         """The diagnostic text prompt for one case."""
         return "".join(self.disease_sentence(n, bool(p)) for n, p in zip(self.disease_names, present))
 
+    def prompt_text(self, states=None) -> str:
+        """The text after `<image_end>`: the diagnostic prompt of `states` (text prompts) and the instruction. It is
+        tokenized in one call, as the official code tokenizes its whole prompt string."""
+        if self.prompt_type == "text" and states is not None:
+            return self.diagnostic_prompt(states) + self.instruction
+        return self.instruction
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    # -- the diagnostic prompt as pieces (for `generate`) ---------------------------------------------------------------
+    def _prompt_pieces(self):
+        """Per disease, the (present, absent) token ids of its sentence, and the instruction's ids, cut out of one-call
+        tokenizations of the whole prompt text, so that joining the pieces of any diagnosis gives exactly
+        `encode(prompt_text(states))`. `generate` builds the prompt of the model's own diagnoses from these pieces
+        (`config.diagnosis_prompt_ids`), without a tokenizer.
+
+        A sentence's pieces end before its trailing space, which belongs to the next word (SentencePiece's `▁The`,
+        byte-level BPE's `ĠThe`). Tokenizers that split words at spaces join exactly; that is checked on every pair of
+        neighbouring sentences in all four present/absent combinations. Returns (pieces, instruction ids, problem):
+        `problem` says why the pieces do not join (None when they do)."""
+        names = self.disease_names
+        if self.prompt_type != "text" or not names:
+            return [], self._encode(self.instruction), None
+        cut = {}
+        for state in (True, False):
+            states = [state] * len(names)
+            text, ends, offset = self.prompt_text(states), [], 0
+            for name in names:
+                sentence = self.disease_sentence(name, state)
+                ends.append(offset + len(sentence.rstrip()))
+                offset += len(sentence)
+            pieces, before = [], []
+            for end in [*ends, len(text)]:
+                ids = self._encode(text[:end])
+                if ids[: len(before)] != before:
+                    where = f"after {names[len(pieces) - 1]!r}" if pieces else "at the start"
+                    return [], self._encode(self.instruction), (
+                        f"tokenizing the prompt text in one call changes the tokens {where}")
+                pieces.append(ids[len(before) :])
+                before = ids
+            cut[state] = pieces
+        if cut[True][-1] != cut[False][-1]:
+            return [], self._encode(self.instruction), "the instruction's tokens depend on the last diagnosis"
+        table = [(p, a) for p, a in zip(cut[True][:-1], cut[False][:-1])]
+        instruction = cut[True][-1]
+        for phase in (0, 1):  # alternating states: every neighbouring pair in the two mixed combinations
+            states = [(i + phase) % 2 == 0 for i in range(len(names))]
+            joined = [t for (p, a), s in zip(table, states) for t in (p if s else a)] + instruction
+            if joined != self._encode(self.prompt_text(states)):
+                return [], instruction, "sentence pieces joined for a mixed diagnosis differ from one-call tokenization"
+        return table, instruction, None
+
     def prepare_model_config(self, config) -> None:
         """Write the token ids and the diagnostic prompt token table into a DiaLlamaConfig."""
         if list(config.disease_names) != self.disease_names:
             raise ValueError(f"processor diseases {self.disease_names} differ from the model's {config.disease_names}")
+        if self._pieces_problem:
+            raise ValueError(
+                f"{type(self.tokenizer).__name__} cannot give `generate` an exact diagnostic prompt table: "
+                f"{self._pieces_problem}. Generate in two steps instead: model.diagnose(...), then "
+                "model.generate(**processor(volumes=..., diagnoses=...))."
+            )
         config.image_token_id = self._token_ids[IMAGE_TOKEN]
         config.image_start_token_id = self._token_ids[IMAGE_START_TOKEN]
         config.image_end_token_id = self._token_ids[IMAGE_END_TOKEN]
         config.diagnosis_token_id = self._token_ids[DIAGNOSIS_TOKEN]
         config.disease_token_id = self._token_ids[DISEASE_TOKEN]
-        config.diagnosis_prompt_ids = [[list(p), list(a)] for p, a in self._sentence_ids]
+        # only text prompts have a diagnostic prompt for `generate` to write
+        config.diagnosis_prompt_ids = [[list(p), list(a)] for p, a in self._sentence_ids] or None
 
     def prompt_ids(self, states=None) -> list[int]:
-        """Token ids of the prompt. `states` (L,) bools write a text prompt; None leaves a `<dx>` placeholder."""
+        """Token ids of the prompt. `states` (L,) bools write a text prompt, tokenized with the instruction in one call;
+        None leaves a `<dx>` placeholder that `generate` replaces with the pieces of its own diagnoses."""
         tok = self.tokenizer
         ids = [tok.bos_token_id] if tok.bos_token_id is not None else []
         ids += [self._token_ids[IMAGE_START_TOKEN]] + [self._token_ids[IMAGE_TOKEN]] * self.num_image_tokens
         ids += [self._token_ids[IMAGE_END_TOKEN]]
-        if self.prompt_type == "text":
-            if states is None:
-                ids.append(self._token_ids[DIAGNOSIS_TOKEN])
-            else:
-                for (present_ids, absent_ids), s in zip(self._sentence_ids, states):
-                    ids += present_ids if s else absent_ids
-        elif self.prompt_type in ("token", "feature"):
+        if self.prompt_type == "text" and states is None:
+            return ids + [self._token_ids[DIAGNOSIS_TOKEN]] + self._instruction_ids
+        if self.prompt_type in ("token", "feature"):
             ids += [self._token_ids[DISEASE_TOKEN]] * len(self.disease_names)
-        return ids + self._instruction_ids
+        return ids + self._encode(self.prompt_text(states))
 
     # -- labels --------------------------------------------------------------------------------------------------------
     def encode_disease_labels(self, disease_labels, batch_size: int) -> np.ndarray:
@@ -491,7 +543,9 @@ class DiaLlamaProcessor(ProcessorMixin):
             if reports is None:
                 rows.append(prompt)
                 continue
-            report_ids = self.tokenizer(reports[i].strip(), add_special_tokens=False)["input_ids"][: max(limit - 1, 0)]
+            # The official text is `prompt + " " + report` in one call; SentencePiece tokenizes each space-led word on its
+            # own, so the report's own call (its leading "▁" is that space) gives the same ids.
+            report_ids = self._encode(reports[i].strip())[: max(limit - 1, 0)]
             report_ids = report_ids + [self.tokenizer.eos_token_id]
             rows.append(prompt + report_ids)
             label_rows.append([-100] * len(prompt) + report_ids)
