@@ -1,0 +1,1 @@
+"""Test helpers (fixture builders, servers) imported by the tests; not tests themselves."""
