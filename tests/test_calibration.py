@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dia_llama.calibration import decisions, f1_at, f1_optimal_thresholds, micro_f1, micro_f1_optimal_thresholds
+from dia_llama.evaluation.calibration import decisions, f1_at, f1_optimal_thresholds, micro_f1, micro_f1_optimal_thresholds
 from dia_llama.presets import build_model_and_processor
 
 

@@ -9,7 +9,7 @@ import torch
 
 from dia_llama.configuration_dia_llama import CHEXPERT_14, CT_RATE_18
 from dia_llama.labelers import LabelerOutput, ReportLabeler, agreement_table, get_labeler
-from dia_llama.metrics import clinical_efficacy
+from dia_llama.evaluation.metrics import clinical_efficacy
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"
 

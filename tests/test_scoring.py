@@ -1,6 +1,5 @@
-"""score_file / label_file / markdown / argparse helpers."""
+"""score_file / label_file / the markdown renderer / `dia-llama score` and `dia-llama label`."""
 
-import argparse
 import csv
 import json
 import shutil
@@ -9,15 +8,8 @@ from pathlib import Path
 import pytest
 
 from dia_llama.configuration_dia_llama import CHEXPERT_14
-from dia_llama.scoring import (
-    add_label_arguments,
-    add_score_arguments,
-    format_metrics_markdown,
-    label_file,
-    run_label,
-    run_score,
-    score_file,
-)
+from dia_llama.cli import main
+from dia_llama.evaluation import label_file, metrics_markdown, score_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="METEOR needs Java")
@@ -48,7 +40,7 @@ def test_score_shared_csv():
     ce = result["clinical_efficacy"]
     assert ce["labeler"] == "rule" and ce["disease_names"] == CHEXPERT_14 and ce["n"] == 362
     assert 0 < ce["micro"]["f1"] < 1 and set(ce["per_class"]) == set(CHEXPERT_14)
-    md = format_metrics_markdown(result)
+    md = metrics_markdown(result)
     assert "| coco_raw | 51.23 | 40.85 | 34.42 | 29.98 | 26.55 | 42.77 |" in md
     assert "labeler: `rule`" in md and "pneumonia (no positives)" in md
 
@@ -64,10 +56,8 @@ def test_score_jsonl_two_modes_and_cli(tmp_path):
     assert ce["micro"] == pytest.approx({"precision": 2 / 3, "recall": 2 / 4, "f1": 4 / 7})
     assert ce["example"] == pytest.approx({"precision": 2 / 3, "recall": (1 + 0.5) / 3, "f1": (1 + 2 / 3) / 3})
 
-    parser = add_score_arguments(argparse.ArgumentParser())
     out = tmp_path / "m.json"
-    args = parser.parse_args([str(path), "--json", str(out), "--labeler", "none"])
-    assert run_score(args) == 0
+    assert main(["score", str(path), "--output", str(out), "--labeler", "none"]) == 0
     saved = json.loads(out.read_text())
     assert "clinical_efficacy" not in saved and saved["nlg"]["coco_raw"]["n"] == 3
 
@@ -113,10 +103,8 @@ def test_label_file(tmp_path):
     assert rows[0]["lung_lesion"] == "1" and rows[0]["pleural_effusion"] == "2"  # 4-state codes
     assert rows[2]["cardiomegaly"] == "1"
 
-    parser = add_label_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([str(path), "--column", "report", "--disease-set", "ctrate18", "--present-only",
-                              "--id-column", "missing"])
-    assert run_label(args) == 0
+    assert main(["label", str(path), "--column", "report", "--disease-set", "ctrate18", "--present-only",
+                 "--id_column", "missing"]) == 0  # the underscore spelling is accepted too
     rows = list(csv.DictReader(open(tmp_path / "reports.rule-ctrate18_labels.csv")))
     assert rows[0]["id"] == "0" and rows[0]["lung_nodule"] == "1" and rows[0]["pleural_effusion"] == "0"
     with pytest.raises(KeyError, match="no report column 'text'"):

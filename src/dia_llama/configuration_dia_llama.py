@@ -252,7 +252,7 @@ class DiaLlamaConfig(PreTrainedConfig):
     # prototype; False (the paper): it is scored like any other class.
     derive_no_finding: bool = False
     # Per-disease decision thresholds on the probability (None: 0.5, the paper's "closer to the abnormal prototype");
-    # `dia-llama train --calibrate_thresholds` sets them on the validation split (dia_llama.calibration).
+    # `dia-llama train --calibrate_thresholds` sets them on the validation split (dia_llama.evaluation.calibration).
     diagnosis_thresholds: list[float] | None = None
     temperature_bounds: list[float] | tuple[float, float] = (0.01, 1.0)
     projector_bias: bool = True

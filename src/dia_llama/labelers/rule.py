@@ -531,7 +531,7 @@ def agreement_table(reference_codes, predicted_codes, names: Sequence[str], refe
                     digits: int = 2) -> str:
     """Markdown table of per-class P/R/F1/support of ``predicted`` vs ``reference`` present (code 1) labels,
     with micro and macro rows (support = reference positives; a class nobody marks present shows 0s)."""
-    from ..metrics import clinical_efficacy
+    from ..evaluation.metrics import clinical_efficacy
 
     ce = clinical_efficacy(np.asarray(reference_codes) == 1, np.asarray(predicted_codes) == 1, names)
     f = f"{{:.{digits}f}}"
