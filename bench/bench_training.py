@@ -1,4 +1,4 @@
-"""Training throughput of the `tiny` preset through the real machinery: `dia_llama.train.CTReportDataset` +
+"""Training throughput of the `tiny` preset through the real machinery: `dia_llama.training.CTReportDataset` +
 `DiaLlamaDataCollator` + `DiaLlamaTrainer` (HF Trainer, CPU), on a synthetic manifest of int16 NIfTI volumes
 (128×128×64, resized to the preset's 64×64×32 on the fly).
 
@@ -102,7 +102,7 @@ def train_once(split, cache, workers: int, warmup: int, steps: int, seed: int = 
     from transformers import TrainingArguments
 
     from dia_llama.presets import build_model_and_processor
-    from dia_llama.train import CTReportDataset, DiaLlamaDataCollator, DiaLlamaTrainer
+    from dia_llama.training import CTReportDataset, DiaLlamaDataCollator, DiaLlamaTrainer
 
     model, processor = build_model_and_processor("tiny", seed=seed)
     model.config.use_cache = False
@@ -138,7 +138,7 @@ def train_once(split, cache, workers: int, warmup: int, steps: int, seed: int = 
 
 def profile_batch(split, volume_processor, processor) -> dict:
     """cProfile of producing one batch on the fly (dataset items + collator), as the main process does it."""
-    from dia_llama.train import CTReportDataset, DiaLlamaDataCollator
+    from dia_llama.training import CTReportDataset, DiaLlamaDataCollator
 
     ds = CTReportDataset(split, volume_processor, None)
     collate = DiaLlamaDataCollator(processor)

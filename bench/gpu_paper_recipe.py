@@ -274,7 +274,7 @@ def add_lora(model) -> tuple[torch.nn.Module, dict]:
     """The project's LoRA setup (dia_llama.train.apply_lora); a plain peft + requires_grad fallback."""
     info = {}
     try:
-        from dia_llama.train import ModelArguments, apply_lora
+        from dia_llama.training import ModelArguments, apply_lora
 
         args = ModelArguments(lora_r=8, lora_alpha=32, lora_dropout=0.1, lora_target_modules="q_proj,v_proj")
         peft_model = apply_lora(model, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dia_llama.sampling import case_repeat_factors, class_repeat_factors, repeated_indices
+from dia_llama.training.sampling import case_repeat_factors, class_repeat_factors, repeated_indices
 
 
 def long_tailed_labels():

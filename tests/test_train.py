@@ -63,7 +63,7 @@ def test_train_saves_a_loadable_checkpoint_and_logs_components(synth_data, tmp_p
 
 def test_repeat_factor_sampling_lengthens_the_epoch_with_rare_cases(synth_data, tmp_path):
     from dia_llama.data import load_ct_report_dataset
-    from dia_llama.sampling import case_repeat_factors, repeated_indices
+    from dia_llama.training.sampling import case_repeat_factors, repeated_indices
 
     labels = load_ct_report_dataset(synth_data)["train"]["labels"]
     repeated = len(repeated_indices(case_repeat_factors(labels, 0.5), seed=0))
@@ -100,23 +100,25 @@ def test_vision_config_overrides_the_preset_tower():
         build_model(ModelArguments(preset="tiny", vision_config="patch_embedding=linear"))
 
 
-def test_tiny_cpu_recipe_is_what_the_demo_trains():
-    from dia_llama.demo import DEMO_DEFAULTS
+def test_shipped_recipes_by_name_and_dashed_options():
+    """`dia-llama train tiny_cpu` (what the demo trains): a recipe shipped in the package, named without a path."""
+    from dia_llama.training import recipe_path, shipped_recipes
 
-    model_args, _, training_args = parse_args([str(REPO / "configs" / "tiny_cpu.yaml")])
+    assert {"tiny_cpu", "paper"} <= set(shipped_recipes())
+    model_args, _, training_args = parse_args(["tiny_cpu", "--max_steps", "3"])
     assert model_args.preset == "tiny" and model_args.calibrate_thresholds
-    assert training_args.max_steps == DEMO_DEFAULTS["max_steps"]
-    assert training_args.per_device_train_batch_size == DEMO_DEFAULTS["batch_size"]
-    assert training_args.learning_rate == DEMO_DEFAULTS["learning_rate"]
+    assert training_args.max_steps == 3 and training_args.per_device_train_batch_size == 8
     assert training_args.lr_scheduler_type == "cosine" and training_args.weight_decay == 0.0
-    assert training_args.bf16  # the demo's default where the CPU runs bf16 natively
+    assert recipe_path("tiny_cpu").is_file()
+    with pytest.raises(ValueError, match="no shipped recipe"):
+        recipe_path("tiny_gpu")
 
 
 def test_yaml_recipe_parses_with_overrides(tmp_path, monkeypatch):
     pytest.importorskip("deepspeed", reason="the paper recipe names a DeepSpeed config: pip install dia-llama[deepspeed]")
-    monkeypatch.chdir(REPO)  # the recipe's DeepSpeed path is relative to the repository root
+    monkeypatch.chdir(tmp_path)  # the recipe's DeepSpeed file is found beside the recipe, from any folder
     # bf16 needs a GPU: the CPU override shows command-line values win over the file
-    model_args, data_args, training_args = parse_args([str(REPO / "configs" / "paper_recipe.yaml"), "--max_steps", "7",
+    model_args, data_args, training_args = parse_args(["paper", "--max_steps", "7",
                                                        "--output_dir", str(tmp_path), "--bf16", "false",
                                                        "--use_cpu", "true"])
     assert model_args.preset == "paper" and model_args.lora == "on" and model_args.lora_r == 8
@@ -213,19 +215,19 @@ def test_deepspeed_zero2_config_validates(tmp_path):
     pytest.importorskip("deepspeed", reason="deepspeed is an optional extra: pip install dia-llama[deepspeed]")
     from transformers import TrainingArguments
 
-    args = TrainingArguments(output_dir=str(tmp_path), deepspeed=str(REPO / "configs" / "deepspeed" / "zero2.json"),
+    args = TrainingArguments(output_dir=str(tmp_path), deepspeed=str(REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json"),
                              per_device_train_batch_size=2, gradient_accumulation_steps=4, use_cpu=True)
     ds = args.hf_deepspeed_config.config
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 4
-    assert "train_batch_size" not in json.loads((REPO / "configs" / "deepspeed" / "zero2.json").read_text())
+    assert "train_batch_size" not in json.loads((REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json").read_text())
 
 
 def test_deepspeed_zero2_two_processes_on_cpu(synth_data, tmp_path):
     """The ZeRO-2 config trains for real: 2 CPU processes over gloo (the JSON leaves train_batch_size out)."""
     pytest.importorskip("deepspeed", reason="deepspeed is an optional extra: pip install dia-llama[deepspeed]")
     out = tmp_path / "zero2"
-    args = common_args(synth_data, out, steps=2, deepspeed=REPO / "configs" / "deepspeed" / "zero2.json")
+    args = common_args(synth_data, out, steps=2, deepspeed=REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
            "-m", "dia_llama.train", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
