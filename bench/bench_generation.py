@@ -55,9 +55,9 @@ def run(quick: bool = False, results_dir=None, new_tokens: int | None = None, re
         nocache_tokens: int = 64) -> dict:
     """Verdict at `threads` torch threads (default 1: on the shared 2-core machine a 2-thread pool makes every small op
     wait for a descheduled thread; `compare_threads` measures the cached runs at that count too, as evidence)."""
-    from dia_llama.presets import GENERATION_DEFAULTS
+    from dia_llama.presets import load_preset
 
-    new_tokens = new_tokens or GENERATION_DEFAULTS["max_new_tokens"]
+    new_tokens = new_tokens or load_preset("tiny")["generation"]["max_new_tokens"]
     nocache_tokens = min(nocache_tokens, new_tokens)
     repeats = repeats or (3 if quick else 7)
     model, processor = build()

@@ -197,11 +197,13 @@ def test_failures_raise_or_are_counted(data_dir, tmp_path):
 
 def test_cli_preprocess_with_preset(data_dir, tmp_path, capsys):
     from dia_llama.cli import main
-    from dia_llama.data.cache import preset_volume_processor
+    from dia_llama.presets import preset_volume_processor
 
     out = tmp_path / "cli"
     assert main(["preprocess", str(data_dir), "--output", str(out), "--preset", "tiny", "--no-progress"]) == 0
     assert f"{N_CASES} cases" in capsys.readouterr().out
     cache = open_cache(out, preset_volume_processor("tiny"))
     assert tuple(cache.get("case0").shape) == (1, 64, 64, 32)
-    assert main(["preprocess", str(tmp_path / "nothing"), "--output", str(out), "--preset", "tiny"]) == 1
+    assert main(["preprocess", str(tmp_path / "nothing"), "--output", str(out), "--preset", "tiny"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("dia-llama: error: ") and "nothing" in error and error.count("\n") == 1

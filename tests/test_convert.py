@@ -20,7 +20,7 @@ from dia_llama.convert import (
     load_vision_weights,
     official_key_map,
 )
-from dia_llama.presets import VISION_PRESETS, build_model_and_processor
+from dia_llama.presets import build_model_and_processor, load_preset
 
 LLM_VOCAB = 64
 LLM_HIDDEN = 64
@@ -30,7 +30,7 @@ E = "embedding_layer."
 LM = "lang_model.base_model.model."  # peft-0.7-wrapped LLaMA
 
 # Tiny vision sizes (the `tiny` preset): 1 channel, 8×8×4 patches of a 64×64×32 volume → 512 tokens of width 96.
-VIS = VISION_PRESETS["tiny"]
+VIS = load_preset("tiny")["vision"]
 LINEAR = RESEARCH_VISION_OVERRIDES  # RadFM / research-code tower: linear embedding, no blob features
 C = VIS["hidden_size"]
 INNER = VIS["num_attention_heads"] * VIS["head_dim"]

@@ -508,11 +508,11 @@ def _text_config(llm: Path, preset: str, state: Mapping):
     """The LLM's config.json if the folder has one, else the preset's with the sizes read off the checkpoint."""
     from transformers import AutoConfig, LlamaConfig
 
-    from .presets import TEXT_PRESETS
+    from .presets import load_preset
 
     if (llm / "config.json").exists():
         return AutoConfig.from_pretrained(llm)
-    params = dict(TEXT_PRESETS[preset])
+    params = dict(load_preset(preset)["text"])
     names = {n: v for k, v in state.items() if (n := _llm_name(k))}
     embed = names.get("model.embed_tokens.weight")
     if embed is not None:
@@ -557,7 +557,7 @@ def convert_official_checkpoint(
         build_processor,
         default_generation_config,
         load_llm_tokenizer,
-        save_pretrained_with_remote_code,
+        save_model_folder,
     )
 
     if llm is None:
@@ -619,7 +619,7 @@ def convert_official_checkpoint(
 
     model = DiaLlamaForConditionalGeneration.from_pretrained(None, config=config, state_dict=converted, dtype=dtype)
     model.generation_config = default_generation_config(tokenizer)
-    out = save_pretrained_with_remote_code(model.eval(), processor, out_dir)
+    out = save_model_folder(model.eval(), processor, out_dir)
     return out, report
 
 
@@ -714,46 +714,6 @@ def load_vision_weights(model, path_or_state, *, source: str = "auto") -> Conver
     return report
 
 
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line
-
-
-def add_convert_arguments(p) -> None:
-    p.add_argument("checkpoint", help="the official pytorch_model.bin (or .safetensors / a folder of shards)")
-    p.add_argument("out_dir", help="where to write the Dia-LLaMA model folder")
-    p.add_argument("--llm", default=None, help="LLaMA-2 folder with its tokenizer (required; weights optional)")
-    p.add_argument("--preset", choices=["paper", "tiny"], default="paper")
-    p.add_argument("--legacy-pooling", action="store_true",
-                   help="reproduce the research code's inference bug in the disease pooling (for exact parity)")
-    p.add_argument("--no-merge-lora", action="store_true", help="do not merge the LoRA adapters (report them only)")
-    p.add_argument("--lora-alpha", type=float, default=32.0)
-    p.add_argument("--lora-r", type=int, default=8)
-    p.add_argument("--dtype", choices=sorted(DTYPE_POLICIES), default="official",
-                   help="; ".join(f"{k}: {v}" for k, v in DTYPE_POLICIES.items()))
-    p.add_argument("--allow-incomplete", action="store_true",
-                   help="write the model even if keys stay unmapped, shapes differ or weights are missing")
-    p.add_argument("--report", default=None, help="also write the conversion report as JSON to this file")
-
-
-def run_convert(args) -> int:
-    import sys
-
-    try:
-        out, report = convert_official_checkpoint(
-            args.checkpoint, args.out_dir, llm=args.llm, preset=args.preset, legacy_pooling=args.legacy_pooling,
-            merge_lora=not args.no_merge_lora, lora_alpha=args.lora_alpha, lora_r=args.lora_r, dtype=args.dtype,
-            strict=not args.allow_incomplete,
-        )
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.report:
-        Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-    print(report.summary())
-    print(f"wrote the converted Dia-LLaMA to {out}")
-    return 0
-
-
 __all__ = [
     "ConversionReport",
     "DTYPE_POLICIES",
@@ -764,6 +724,4 @@ __all__ = [
     "convert_official_checkpoint",
     "load_vision_weights",
     "detect_source",
-    "add_convert_arguments",
-    "run_convert",
 ]

@@ -51,8 +51,6 @@ __all__ = [
     "processor_fingerprint",
     "resolve_volume_processor",
     "case_filename",
-    "add_preprocess_arguments",
-    "run_preprocess",
 ]
 
 logger = logging.getLogger(__name__)
@@ -491,42 +489,3 @@ def open_cache(output_dir, volume_processor) -> CachedVolumes:
 
 
 # -------------------------------------------------------------------------------------------------------------- CLI
-def add_preprocess_arguments(parser) -> None:
-    """Arguments of `dia-llama preprocess DATA --output CACHE_DIR (--model MODEL_DIR | --preset tiny|paper)`."""
-    parser.add_argument("data", help="data set: a manifest (.jsonl/.csv or its folder), CTRG-Chest or CT-RATE folder")
-    parser.add_argument("--output", "-o", required=True, help="cache folder (one subfolder per processor config)")
-    group = parser.add_mutually_exclusive_group(required=True)
-    group.add_argument("--model", help="model folder or Hub id whose volume processor to use")
-    group.add_argument("--preset", choices=["tiny", "paper"], help="use a preset's volume processor")
-    parser.add_argument("--num-workers", type=int, default=1)
-    parser.add_argument("--on-error", choices=["raise", "skip"], default="raise",
-                        help="stop at the first bad case, or skip and count bad cases")
-    parser.add_argument("--format", choices=list(FORMATS), default="auto")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def preset_volume_processor(preset: str):
-    """The volume processor a preset's model uses (PROCESSOR_PRESETS + the vision preset's volume_size/channels)."""
-    from ..configuration_dia_llama import DiaLlamaVisionConfig
-    from ..presets import PROCESSOR_PRESETS, VISION_PRESETS
-    from ..processing_dia_llama import DiaLlamaVolumeProcessor
-
-    if preset not in PROCESSOR_PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PROCESSOR_PRESETS)}")
-    vision = DiaLlamaVisionConfig(**VISION_PRESETS[preset])
-    return DiaLlamaVolumeProcessor(volume_size=vision.volume_size, num_channels=vision.num_channels,
-                                   **PROCESSOR_PRESETS[preset])
-
-
-def run_preprocess(args) -> int:
-    vp = resolve_volume_processor(args.model) if args.model else preset_volume_processor(args.preset)
-    try:
-        report = preprocess_dataset(args.data, args.output, vp, num_workers=args.num_workers, on_error=args.on_error,
-                                    progress=not args.no_progress, format=args.format)
-    except (DatasetError, CacheError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(report)
-    for case_id, path, reason in (report.load_problems + report.failures)[:20]:
-        print(f"  skipped {case_id} ({path}): {reason}")
-    return 0
