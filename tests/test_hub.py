@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -11,8 +10,9 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
+from dia_llama.cli import main
 from dia_llama.hub import (
-    HubStagingError, add_push_arguments, push_to_hub, render_model_card, run_push, stage_for_hub,
+    HubStagingError, push_to_hub, render_model_card, stage_for_hub,
     validate_model_card,
 )
 from hub_server import hub_server_fixture, inprocess_client, run_client_json  # noqa: F401 (fixture)
@@ -178,11 +178,9 @@ def test_dry_run_and_cli(tmp_path, capsys):
     model = make_model_dir(tmp_path / "model")
     assert push_to_hub(model, "me/dia", dry_run_dir=tmp_path / "dry") == (tmp_path / "dry").resolve()
     assert listing(tmp_path / "dry") == UPLOADED
-    parser = add_push_arguments(argparse.ArgumentParser())
-    args = parser.parse_args([str(model), "me/dia", "--private", "--revision", "v2", "--dry-run",
-                              str(tmp_path / "dry2"), "--commit-message", "hello"])
-    assert (args.private, args.revision, args.commit_message) == (True, "v2", "hello")
-    assert run_push(args) == 0 and "staged in" in capsys.readouterr().out
+    assert main(["push", str(model), "me/dia", "--private", "--revision", "v2", "--dry-run", str(tmp_path / "dry2"),
+                 "--commit-message", "hello"]) == 0
+    assert "staged in" in capsys.readouterr().out
     assert listing(tmp_path / "dry2") == UPLOADED
 
 

@@ -47,9 +47,9 @@ def test_generate_json_validates_against_schema(tiny_model_dir, scans, capsys):
 def test_pipeline_task(tiny_model_dir, scans):
     from transformers import pipeline
 
-    import dia_llama.inference  # noqa: F401  (registers the task)
-
-    pipe = pipeline("ct-report-generation", model=str(tiny_model_dir))
+    # config.json declares the pipeline (custom_pipelines), so transformers infers the task and asks for consent
+    pipe = pipeline(model=str(tiny_model_dir), trust_remote_code=True)
+    assert pipe.task == "ct-report-generation" and type(pipe).__name__ == "CTReportGenerationPipeline"
     result = pipe(str(scans[0]), max_new_tokens=3)
     assert isinstance(result["report"], str) and set(result["diagnoses"]) == set(pipe.model.config.disease_names)
     forced = pipe(str(scans[0]), diagnoses=["cardiomegaly"], max_new_tokens=3)

@@ -1,6 +1,8 @@
 """dia-llama: Hugging Face-native Dia-LLaMA for 3D chest CT report generation.
 
-Importing the package registers the model with the transformers Auto classes.
+Importing the package registers the model with the transformers Auto classes and marks its classes for remote code,
+so every `save_pretrained` / `push_to_hub` also writes the code files a folder needs to load with
+`trust_remote_code=True` where the package is not installed.
 """
 
 from transformers import (
@@ -29,6 +31,12 @@ AutoModel.register(DiaLlamaConfig, DiaLlamaModel, exist_ok=True)
 AutoModelForImageTextToText.register(DiaLlamaConfig, DiaLlamaForConditionalGeneration, exist_ok=True)
 AutoImageProcessor.register(DiaLlamaConfig, image_processor_classes={"pil": DiaLlamaVolumeProcessor}, exist_ok=True)
 AutoProcessor.register(DiaLlamaConfig, DiaLlamaProcessor, exist_ok=True)
+
+DiaLlamaConfig.register_for_auto_class()
+DiaLlamaModel.register_for_auto_class("AutoModel")
+DiaLlamaForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+DiaLlamaProcessor.register_for_auto_class("AutoProcessor")
+DiaLlamaVolumeProcessor.register_for_auto_class("AutoImageProcessor")
 
 __all__ = [
     "CHEXPERT_14",

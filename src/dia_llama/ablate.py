@@ -6,7 +6,6 @@ evaluated on the test split. Finished runs are skipped, so an interrupted study 
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
@@ -45,7 +44,8 @@ def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: in
     metrics_path = out / "metrics.json"
     if metrics_path.exists():
         return json.loads(metrics_path.read_text())
-    from .evaluate import evaluate_model, load_model_and_processor
+    from .evaluation import evaluate_model
+    from .inference import load_for_inference
     from .train import main as train_main
 
     overrides = SETTINGS[setting][1]
@@ -63,7 +63,7 @@ def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: in
         for key, value in overrides.items():
             args += [f"--{key}", str(value)]
         train_main(args)
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_for_inference(str(model_dir))
     metrics = evaluate_model(model, data, "test", out, batch_size=16, cache_dir=cache_dir, limit=eval_limit,
                              processor=processor, progress=False)
     metrics["setting"], metrics["seed"] = setting, seed
@@ -216,25 +216,3 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
     (out / "tables.md").write_text(md)
     print(md)
     return summary
-
-
-def add_ablate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="synthetic benchmark folder (dia-llama synth)")
-    parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--settings", nargs="+", default=None, help=f"subset of {list(SETTINGS)}")
-    parser.add_argument("--output-dir", default="runs/ablate")
-    parser.add_argument("--max-steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--cache-dir", default=None)
-    parser.add_argument("--eval-limit", type=int, default=None, help="evaluate only the first N test cases")
-    parser.add_argument("--title", default="Synthetic benchmark")
-    parser.add_argument("--vision-config", default=None,
-                        help="JSON of vision-config fields over the preset's (train --vision_config)")
-
-
-def run_ablate(args) -> int:
-    run_ablation(args.data, args.output_dir, args.preset, tuple(args.seeds), args.settings, args.max_steps,
-                 args.batch_size, args.learning_rate, args.cache_dir, args.eval_limit, args.title, args.vision_config)
-    return 0

@@ -6,18 +6,17 @@ Every stage resumes: a finished stage is skipped when its outputs exist.
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 
-# 4,000 cases at the tiny model's input size: with ~1,000 the vision tower memorises the training volumes instead of
-# learning the small findings. 85 / 5 / 10 % splits: 3,400 training cases, 400 test reports to generate.
-# 2,400 steps with bf16 autocast take about the time of 2,000 in fp32 here (0.27 vs 0.32 s per step on 2 cores).
-DEMO_DEFAULTS = dict(num_cases=4000, seed=0, volume_size=(64, 64, 32), max_steps=2400, batch_size=8, learning_rate=1e-3,
-                     split_fractions=(0.85, 0.05, 0.10))
+# The demo's data: 4,000 cases at the tiny model's input size (with ~1,000 the vision tower memorises the training
+# volumes instead of learning the small findings); 85 / 5 / 10 % splits: 3,400 training cases, 400 test reports.
+# Training follows the shipped `tiny_cpu` recipe (dia_llama/recipes/tiny_cpu.yaml).
+DEMO_DATA = dict(num_cases=4000, volume_size=(64, 64, 32), split_fractions=(0.85, 0.05, 0.10))
+RECIPE = "tiny_cpu"
 
 
 def cpu_has_native_bf16() -> bool:
@@ -35,14 +34,22 @@ def _stage(name: str):
     return time.perf_counter()
 
 
-def run_demo(output_dir="runs/demo", num_cases: int = DEMO_DEFAULTS["num_cases"], seed: int = 0,
-             max_steps: int = DEMO_DEFAULTS["max_steps"], batch_size: int = DEMO_DEFAULTS["batch_size"],
-             learning_rate: float = DEMO_DEFAULTS["learning_rate"], num_workers: int = 2,
-             volume_size=DEMO_DEFAULTS["volume_size"], bf16: bool | None = None) -> dict:
-    """Run every stage; returns the evaluation metrics (also in OUTPUT_DIR/metrics.json). `bf16`: train under bf16
-    autocast (None: where the CPU runs bf16 natively)."""
-    from .data.synthetic import synthesize_benchmark
+def run_demo(output_dir="runs/demo", num_cases: int | None = None, seed: int = 0, max_steps: int | None = None,
+             batch_size: int | None = None, learning_rate: float | None = None, num_workers: int = 2,
+             volume_size=None, bf16: bool | None = None) -> dict:
+    """Run every stage; returns the evaluation metrics (also in OUTPUT_DIR/metrics.json). Training settings left None
+    come from the `tiny_cpu` recipe. `bf16`: train under bf16 autocast (None: where the CPU runs bf16 natively)."""
+    import yaml
 
+    from .data.synthetic import synthesize_benchmark
+    from .training import recipe_path
+
+    num_cases = num_cases or DEMO_DATA["num_cases"]
+    volume_size = tuple(volume_size or DEMO_DATA["volume_size"])
+    recipe = yaml.safe_load(recipe_path(RECIPE).read_text(encoding="utf-8"))
+    overrides = {"max_steps": max_steps, "per_device_train_batch_size": batch_size, "learning_rate": learning_rate}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    settings = {**recipe, **overrides}
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -50,42 +57,38 @@ def run_demo(output_dir="runs/demo", num_cases: int = DEMO_DEFAULTS["num_cases"]
 
     t = _stage(f"1/5 synthesize {num_cases} chest CT cases")
     if not (data_dir / "manifest.jsonl").exists():
-        synthesize_benchmark(data_dir, num_cases=num_cases, seed=seed, volume_size=tuple(volume_size),
-                             split_fractions=DEMO_DEFAULTS["split_fractions"], num_workers=num_workers, progress=True)
+        synthesize_benchmark(data_dir, num_cases=num_cases, seed=seed, volume_size=volume_size,
+                             split_fractions=DEMO_DATA["split_fractions"], num_workers=num_workers, progress=True)
     timings["synthesize_s"] = time.perf_counter() - t
 
     t = _stage("2/5 preprocess volumes (cache)")
     from .data.cache import preprocess_dataset
-    from .presets import PROCESSOR_PRESETS, VISION_PRESETS
-    from .processing_dia_llama import DiaLlamaVolumeProcessor
+    from .presets import preset_volume_processor
 
-    vision = VISION_PRESETS["tiny"]
-    volume_processor = DiaLlamaVolumeProcessor(volume_size=vision["volume_size"], num_channels=vision["num_channels"],
-                                               **PROCESSOR_PRESETS["tiny"])
+    volume_processor = preset_volume_processor("tiny")
     preprocess_dataset(data_dir, cache_dir, volume_processor, num_workers=num_workers, progress=True)
     timings["preprocess_s"] = time.perf_counter() - t
 
     bf16 = cpu_has_native_bf16() if bf16 is None else bf16
     precision = "bf16 autocast" if bf16 else "fp32"
-    t = _stage(f"3/5 train the tiny preset ({max_steps} steps, batch {batch_size}, {precision})")
+    t = _stage(f"3/5 train the tiny preset (recipe {RECIPE}: {settings['max_steps']} steps, batch "
+               f"{settings['per_device_train_batch_size']}, {precision})")
     if not (model_dir / "model.safetensors").exists():
         from .train import main as train_main
 
-        train_main([
-            "--preset", "tiny", "--data", str(data_dir), "--cache_dir", str(cache_dir), "--output_dir", str(model_dir),
-            "--max_steps", str(max_steps), "--per_device_train_batch_size", str(batch_size),
-            "--learning_rate", str(learning_rate), "--lr_scheduler_type", "cosine", "--warmup_steps", "30",
-            "--weight_decay", "0.0", "--logging_steps", "25", "--save_steps", "250", "--save_total_limit", "1",
-            "--eval_strategy", "no", "--use_cpu", "true", "--seed", str(seed), "--report_to", "tensorboard",
-            "--dataloader_num_workers", "1", "--disable_tqdm", "false", "--calibrate_thresholds", "true",
-            "--bf16", str(bf16).lower(),
-        ])
+        argv = [str(recipe_path(RECIPE)), "--data", str(data_dir), "--cache_dir", str(cache_dir),
+                "--output_dir", str(model_dir), "--seed", str(seed), "--dataloader_num_workers", "1",
+                "--disable_tqdm", "false", "--bf16", str(bf16).lower()]
+        for key, value in overrides.items():
+            argv += [f"--{key}", str(value)]
+        train_main(argv)
     timings["train_s"] = time.perf_counter() - t
 
     t = _stage("4/5 evaluate on the test split")
-    from .evaluate import evaluate_model, load_model_and_processor, metrics_markdown
+    from .evaluation import evaluate_model, metrics_markdown
+    from .inference import load_for_inference
 
-    model, processor = load_model_and_processor(model_dir)
+    model, processor = load_for_inference(str(model_dir))
     metrics = evaluate_model(model, data_dir, "test", out, batch_size=16, cache_dir=cache_dir, processor=processor)
     timings["evaluate_s"] = time.perf_counter() - t
 
@@ -178,25 +181,3 @@ def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return row["id"]
-
-
-def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output-dir", default="runs/demo")
-    parser.add_argument("--num-cases", type=int, default=DEMO_DEFAULTS["num_cases"])
-    parser.add_argument("--max-steps", type=int, default=DEMO_DEFAULTS["max_steps"])
-    parser.add_argument("--batch-size", type=int, default=DEMO_DEFAULTS["batch_size"])
-    parser.add_argument("--learning-rate", type=float, default=DEMO_DEFAULTS["learning_rate"])
-    parser.add_argument("--num-workers", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--volume-size", type=int, nargs=3, default=DEMO_DEFAULTS["volume_size"], metavar=("H", "W", "D"),
-                        help="size the cases are synthesized at (the tiny model reads 64×64×32)")
-    parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
-                        help="bf16 autocast for training (auto: where the CPU runs bf16 natively)")
-
-
-def run_demo_command(args) -> int:
-    start = time.perf_counter()
-    run_demo(args.output_dir, args.num_cases, args.seed, args.max_steps, args.batch_size, args.learning_rate,
-             args.num_workers, tuple(args.volume_size), None if args.bf16 == "auto" else args.bf16 == "true")
-    print(f"demo finished in {time.perf_counter() - start:.0f} s")
-    return 0

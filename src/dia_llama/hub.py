@@ -9,7 +9,6 @@ writes its own README and makes one commit per object). The model card comes fro
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -17,7 +16,6 @@ import os
 import re
 import shutil
 import struct
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 CARD_TEMPLATE = Path(__file__).resolve().parent / "resources" / "model_card_template.md"
-REMOTE_CODE_FILES = ("configuration_dia_llama.py", "modeling_dia_llama.py", "processing_dia_llama.py", "volume_io.py")
 CONFIG_FILES = ("config.json", "generation_config.json")
 PROCESSOR_FILES = (
     "processor_config.json", "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -88,7 +85,8 @@ def _relative_imports(py_file: Path) -> set[str]:
 
 
 def _remote_code_files(model_dir: Path, config: dict) -> list[str]:
-    """Remote-code modules to ship: those named in auto_maps, the known set if present, their relative imports."""
+    """Remote-code modules to ship: those named in the auto_maps and the custom pipelines, and their relative imports
+    (`save_pretrained` writes them all for the classes `dia_llama/__init__.py` registers for remote code)."""
     needed: dict[str, str] = {}  # file -> who needs it
     for name in AUTO_MAP_FILES:
         if (model_dir / name).is_file():
@@ -96,9 +94,10 @@ def _remote_code_files(model_dir: Path, config: dict) -> list[str]:
             if isinstance(data, dict):
                 for mod in _auto_map_modules(data.get("auto_map")):
                     needed.setdefault(mod, f"the auto_map of {name}")
-    for name in REMOTE_CODE_FILES:
-        if (model_dir / name).is_file():
-            needed.setdefault(name, "the remote-code set")
+    for task, info in (config.get("custom_pipelines") or {}).items():
+        impl = info.get("impl") if isinstance(info, dict) else None
+        if isinstance(impl, str) and "." in impl:
+            needed.setdefault(impl.rsplit(".", 1)[0].replace(".", "/") + ".py", f"the {task!r} pipeline of config.json")
     todo, done = list(needed), set()
     while todo:
         name = todo.pop()
@@ -497,31 +496,5 @@ def push_to_hub(model_dir, repo_id: str, *, private: bool = False, revision: str
     return info.commit_url
 
 
-def add_push_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Arguments of `dia-llama push MODEL_DIR REPO_ID [--private] [--revision R] [--dry-run OUT_DIR] ...`."""
-    parser.add_argument("model_dir", type=Path, help="a save_pretrained folder (safetensors weights)")
-    parser.add_argument("repo_id", help="namespace/name on the Hub")
-    parser.add_argument("--private", action="store_true", help="create the repo private (new repos only)")
-    parser.add_argument("--revision", default=None, help="branch to push to (created from main if missing)")
-    parser.add_argument("--dry-run", dest="dry_run", metavar="OUT_DIR", type=Path, default=None,
-                        help="only stage the upload (files + README.md) into OUT_DIR")
-    parser.add_argument("--commit-message", default=None)
-    parser.add_argument("--token", default=None, help="Hub token (default: HF_TOKEN or the saved login)")
-    return parser
-
-
-def run_push(args: argparse.Namespace) -> int:
-    """Run the `push` subcommand from parsed `args`; prints the commit URL or the staged folder."""
-    try:
-        result = push_to_hub(args.model_dir, args.repo_id, private=args.private, revision=args.revision,
-                             commit_message=args.commit_message, token=getattr(args, "token", None),
-                             dry_run_dir=args.dry_run)
-    except HubStagingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"staged in {result}" if args.dry_run is not None else f"pushed: {result}")
-    return 0
-
-
 __all__ = ["stage_for_hub", "push_to_hub", "render_model_card", "render_card_from_dicts", "build_model_index",
-           "validate_model_card", "add_push_arguments", "run_push", "HubStagingError"]
+           "validate_model_card", "HubStagingError"]

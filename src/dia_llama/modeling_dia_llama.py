@@ -478,6 +478,24 @@ class DiaLlamaPreTrainedModel(PreTrainedModel):
     # The loss is a per-batch mean: let the Trainer divide by gradient-accumulation steps itself.
     accepts_loss_kwargs = False
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' `save_pretrained`; for classes registered for remote code (`import dia_llama` does it) the
+        config also gets the `auto_map` of both model classes and the `ct-report-generation` pipeline
+        (`custom_pipelines`), and the pipeline's file is written beside the other code files."""
+        if self.is_remote_code():
+            from .pipeline_dia_llama import PIPELINE_TASK, CTReportGenerationPipeline  # copied as a relative import
+
+            module = CTReportGenerationPipeline.__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {
+                **(getattr(self.config, "auto_map", None) or {}),
+                "AutoModel": f"{__name__.rsplit('.', 1)[-1]}.{DiaLlamaModel.__name__}",
+                "AutoModelForImageTextToText": f"{__name__.rsplit('.', 1)[-1]}.DiaLlamaForConditionalGeneration",
+            }
+            self.config.custom_pipelines = {PIPELINE_TASK: {
+                "impl": f"{module}.{CTReportGenerationPipeline.__name__}", "pt": ["AutoModelForImageTextToText"],
+                "tf": [], "type": "multimodal"}}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @property
     def dtype(self) -> torch.dtype:
         """The language model's dtype. The vision side may differ (float32 in a float16 load, see
