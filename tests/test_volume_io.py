@@ -1,6 +1,7 @@
 """Tests for dia_llama.volume_io: every reader lands in the canonical (H, W, D) LPS layout, bad inputs fail loudly."""
 
 import ast
+import sys
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_module_imports_only_stdlib_and_numpy():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports of other dia_llama modules"
             top.add(node.module.split(".")[0])
-    assert top <= {"__future__", "importlib", "os", "re", "warnings", "dataclasses", "pathlib", "typing", "numpy"}
+    assert top <= set(sys.stdlib_module_names) | {"numpy"}, top - set(sys.stdlib_module_names)
 
 
 def test_list_supported_formats():
@@ -178,9 +179,11 @@ def test_dicom_mixed_sizes_and_duplicates(tmp_path):
     uid = "1.2.3.4.5"
     write_ct_series(tmp_path / "mixed", np.zeros((4, 4, 3)), series_uid=uid, seed=1)
     write_ct_series(tmp_path / "mixed", np.zeros((5, 4, 2)), series_uid=uid, seed=2)
-    with pytest.raises(VolumeReadError, match="differ in size") as exc:
-        read_volume(tmp_path / "mixed")
-    assert str(tmp_path / "mixed") in str(exc.value)
+    # issue #18: one SeriesInstanceUID with two slice sizes is two series (grouped by UID and geometry)
+    with pytest.warns(UserWarning, match=r"2 series .*5x4.*4x4") as rec:
+        vol = read_volume(tmp_path / "mixed")
+    assert str(tmp_path / "mixed") in str(rec[0].message)
+    assert vol.array.shape == (4, 4, 3) and vol.meta["n_series_found"] == 2
 
     write_ct_series(tmp_path / "dup", np.zeros((4, 4, 3)), series_uid=uid, seed=1)
     write_ct_series(tmp_path / "dup", np.zeros((4, 4, 3)), series_uid=uid, seed=2)
@@ -444,7 +447,9 @@ def test_nifti_dtypes_and_byte_orders_match_the_reference(tmp_path, dtype, byteo
     vol = read_volume(path)
     np.testing.assert_array_equal(vol.array, _reference_nifti_hwd(path).astype(vol.array.dtype))
     assert vol.array.dtype == (np.uint8 if dtype == np.uint8 else np.float32) and vol.array.flags.c_contiguous
-    assert vol.kind == ("uint8" if dtype == np.uint8 else "hu")
+    # issue #18: values 0..199 hold no air, so by the documented rule they are not labelled HU
+    assert vol.kind == ("uint8" if dtype == np.uint8 else "other")
+    assert vol.meta["kind_from"] == ("dtype" if dtype == np.uint8 else "values")
 
 
 def _no_isal(monkeypatch):
