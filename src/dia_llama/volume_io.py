@@ -283,7 +283,9 @@ def _stat_path(path: Path) -> os.stat_result:
         if code in (errno.EACCES, errno.EPERM):
             raise VolumeReadError(f"{label}: permission denied (cannot access the path)") from None
         if code == errno.ENOTDIR:
-            raise VolumeReadError(f"{label}: a part of the path is a file, not a folder (path does not exist)") from None
+            raise VolumeReadError(
+                f"{label}: a part of the path is a file, not a folder (path does not exist)"
+            ) from None
         if code == errno.ENAMETOOLONG:
             raise VolumeReadError(f"{label}: file name too long") from None
         raise VolumeReadError(f"{label}: cannot access the path ({_exc_text(exc)})") from None
@@ -1041,7 +1043,7 @@ def _uneven_steps(chosen: list[_Frame], z: np.ndarray, steps: np.ndarray, bad: n
     for i in bad.tolist():
         d = float(steps[i])
         ratio = d / nominal
-        missing = int(round(ratio)) - 1
+        missing = round(ratio) - 1
         note = f" (about {missing} missing slice{'s' if missing > 1 else ''})" if missing >= 1 and abs(
             ratio - round(ratio)) < 0.1 else ""
         parts.append(
@@ -1082,12 +1084,17 @@ def _untilt(stack: np.ndarray, a: np.ndarray, b: np.ndarray, rs: float, cs: floa
     Returns (array, (a0, b0): the grid's offset from the first slice's origin in mm)."""
     rows, cols, n = stack.shape
     a0, b0 = float(a.min()), float(b.min())
-    out_r = rows + max(0, int(math.ceil((float(b.max()) - b0) / rs - 1e-3)))
-    out_c = cols + max(0, int(math.ceil((float(a.max()) - a0) / cs - 1e-3)))
+    out_r = rows + max(0, math.ceil((float(b.max()) - b0) / rs - 1e-3))
+    out_c = cols + max(0, math.ceil((float(a.max()) - a0) / cs - 1e-3))
     fill = float(stack.min())
     out = np.empty((out_r, out_c, n), np.float32)
+
+    def snap(shift: float) -> float:  # whole-pixel shifts up to rounding noise are copies
+        return float(round(shift)) if abs(shift - round(shift)) < 1e-7 else float(shift)
+
     for k in range(n):
-        out[:, :, k] = _shift_slice(stack[:, :, k], (b0 - b[k]) / rs, (a0 - a[k]) / cs, (out_r, out_c), fill)
+        dr, dc = snap((b0 - b[k]) / rs), snap((a0 - a[k]) / cs)
+        out[:, :, k] = _shift_slice(stack[:, :, k], dr, dc, (out_r, out_c), fill)
     return out, (a0, b0)
 
 
@@ -1135,8 +1142,10 @@ def _frame_pixels(fr: _Frame, pydicom, label: str, cache: dict, lut) -> np.ndarr
         except PermissionError:
             raise VolumeReadError(f"{label}: permission denied reading {fr.path}") from None
         except Exception as exc:
+            compressed = ts is None or getattr(ts, "is_compressed", True)
+            hint = _decoder_hint(fr.ds) if compressed else "the file may be truncated or corrupt"
             raise VolumeReadError(
-                f"{label}: cannot decode DICOM pixel data of {fr.path} ({_exc_text(exc)}); {_decoder_hint(fr.ds)}"
+                f"{label}: cannot decode DICOM pixel data of {fr.path} ({_exc_text(exc)}); {hint}"
             ) from exc
         entry = (ds, px.reshape((-1, fr.rows, fr.cols)))
         if fr.index is not None:  # keep multi-frame files decoded for their other frames
@@ -1172,7 +1181,9 @@ def _read_dicom(
             raise VolumeReadError(f"{label}: no DICOM files in {label}: the folder is empty")
         n_sub = sum(1 for p in source.iterdir() if p.is_dir())
         hint = f"; it has {n_sub} subfolder(s), pass a series folder" if n_sub else ""
-        denied_txt = f"; {len(denied)} file(s) not readable (permission denied): {', '.join(denied[:3])}" if denied else ""
+        denied_txt = (
+            f"; {len(denied)} file(s) not readable (permission denied): {', '.join(denied[:3])}" if denied else ""
+        )
         raise VolumeReadError(
             f"{label}: no DICOM files in {label} ({skipped} non-DICOM file(s) skipped{denied_txt}{hint})"
         )
@@ -1210,6 +1221,8 @@ def _read_dicom(
         iop = _AXIAL_IOP.tolist()
         meta["orientation_assumed"] = True
     row_cos, col_cos = np.array(iop[:3]), np.array(iop[3:])  # along a row (col index), along a column (row index)
+    if np.linalg.norm(row_cos) > 0 and np.linalg.norm(col_cos) > 0:  # unit length (DS strings are rounded)
+        row_cos, col_cos = row_cos / np.linalg.norm(row_cos), col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
     meta["image_orientation_patient"] = [float(v) for v in iop]
     ps = first.ps or [None, None]
@@ -1251,7 +1264,7 @@ def _read_dicom(
         bad = np.flatnonzero(np.abs(steps - nominal) > max(_GAP_REL_TOL * nominal, _GAP_ABS_TOL))
         if bad.size:
             shown, records = _uneven_steps(chosen, z, steps, bad, nominal)
-            n_out = max(2, int(round((z[-1] - z[0]) / nominal)) + 1)
+            n_out = max(2, round(float(z[-1] - z[0]) / nominal) + 1)
             grid = float((z[-1] - z[0]) / (n_out - 1))
             meta["slice_spacing_range"] = (float(steps.min()), float(steps.max()))
             if not allow_gaps:
@@ -1286,8 +1299,8 @@ def _read_dicom(
 
     out_r, out_c = first.rows, first.cols
     if tilted:
-        out_r += int(math.ceil((float(b.max()) - float(b.min())) / rs))
-        out_c += int(math.ceil((float(a.max()) - float(a.min())) / cs))
+        out_r += math.ceil((float(b.max()) - float(b.min())) / rs)
+        out_c += math.ceil((float(a.max()) - float(a.min())) / cs)
     _check_voxel_count(label, (out_r, out_c, max(n_out, len(chosen))), 4, "the DICOM series", max_voxels)
 
     lut = _modality_lut()
@@ -1513,7 +1526,7 @@ def _read_path(path: Path, axis_order: str | None, *, allow_gaps: bool = False, 
     if axis_order is not None and not (not is_dir and suffix in _NUMPY_SUFFIXES):
         raise VolumeReadError(f"{label}: axis_order is only for arrays and .npy/.npz files (this source has its own)")
     if is_dir:
-        files, subdirs, odd = _list_folder(path, label)
+        files, _subdirs, odd = _list_folder(path, label)
         volumes = [p for p in files if _suffix(p) in _VOLUME_FILE_SUFFIXES]
         if volumes:
             names = ", ".join(p.name for p in volumes[:3]) + (", ..." if len(volumes) > 3 else "")
