@@ -1,0 +1,1 @@
+"""Test helpers (importable as ``helpers.<module>``: tests/ is on sys.path, see conftest.py)."""
