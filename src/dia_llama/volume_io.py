@@ -474,8 +474,9 @@ def _kind_from_values(stored: StoredArray, meta: dict) -> str:
     axis = max(range(3), key=lambda i: (data.shape[i] > 1, abs(data.strides[i])))
     n = data.shape[axis]
     idx = np.unique(np.linspace(0, n - 1, min(n, _KIND_SAMPLE_PLANES)).round().astype(np.intp))
-    sample = np.take(data, idx, axis=axis)
-    ends = np.asarray(stored.rescale(np.array([sample.min(), sample.max()], dtype=data.dtype)), dtype=np.float64)
+    planes = [data[(slice(None),) * axis + (int(i),)] for i in idx]  # views: no copy
+    lo, hi = min(p.min() for p in planes), max(p.max() for p in planes)
+    ends = np.asarray(stored.rescale(np.array([lo, hi], dtype=data.dtype)), dtype=np.float64)
     low = float(ends.min())
     meta["kind_from"] = "values"
     meta["sampled_min"] = low
