@@ -112,6 +112,7 @@ def write_enhanced_ct(
     (H, W, D) HU volume, with its own ImagePositionPatient in the per-frame functional groups. ``slopes`` /
     ``intercepts`` (one per slice, default 1 / -1024) go per frame into PixelValueTransformationSequence; orientation
     and pixel spacing are shared functional groups."""
+    import pydicom
     from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -130,6 +131,8 @@ def write_enhanced_ct(
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    if int(pydicom.__version__.split(".")[0]) < 3:
+        ds.is_little_endian, ds.is_implicit_VR = True, False
     ds.SOPClassUID = enhanced_ct
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
@@ -171,5 +174,8 @@ def write_enhanced_ct(
         pixels.append(stored.astype(np.int16))
     ds.PerFrameFunctionalGroupsSequence = Sequence(per_frame)
     ds.PixelData = np.ascontiguousarray(np.stack(pixels)).tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    try:
+        ds.save_as(str(path), enforce_file_format=True)  # pydicom >= 3
+    except TypeError:
+        ds.save_as(str(path), write_like_original=False)  # pydicom 2.x
     return path

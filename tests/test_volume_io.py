@@ -934,8 +934,14 @@ mod = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = mod
 spec.loader.exec_module(mod)
 import nibabel, SimpleITK  # imported before measuring
-with open("/proc/self/status") as f:
-    base = next((int(l.split()[1]) / 1024 for l in f if l.startswith("VmHWM:")), None)
+def peak_rss_mb():
+    # VmHWM: this process's peak resident memory (ru_maxrss would carry over the parent's peak across exec)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_rss_mb()
 out = []
 for path in sys.argv[2:]:
     tracemalloc.start()
@@ -949,13 +955,6 @@ for path in sys.argv[2:]:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     out.append({"path": path, "seconds": seconds, "traced_peak_mb": peak / 1e6, "error": msg})
-def peak_rss_mb():
-    # VmHWM: this process's peak resident memory (ru_maxrss would carry over the parent's peak across exec)
-    try:
-        with open("/proc/self/status") as f:
-            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
-    except (OSError, StopIteration):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"files": out, "max_rss_mb": peak_rss_mb(), "rss_after_imports_mb": base}))
 """
 
