@@ -1,6 +1,7 @@
 """Tests for dia_llama.volume_io: every reader lands in the canonical (H, W, D) LPS layout, bad inputs fail loudly."""
 
 import ast
+import sys
 import warnings
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def test_module_imports_only_stdlib_and_numpy():
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, "no relative imports of other dia_llama modules"
             top.add(node.module.split(".")[0])
-    assert top <= {"__future__", "importlib", "os", "re", "warnings", "dataclasses", "pathlib", "typing", "numpy"}
+    assert top <= set(sys.stdlib_module_names) | {"numpy"}, top - set(sys.stdlib_module_names)
 
 
 def test_list_supported_formats():
@@ -178,9 +179,11 @@ def test_dicom_mixed_sizes_and_duplicates(tmp_path):
     uid = "1.2.3.4.5"
     write_ct_series(tmp_path / "mixed", np.zeros((4, 4, 3)), series_uid=uid, seed=1)
     write_ct_series(tmp_path / "mixed", np.zeros((5, 4, 2)), series_uid=uid, seed=2)
-    with pytest.raises(VolumeReadError, match="differ in size") as exc:
-        read_volume(tmp_path / "mixed")
-    assert str(tmp_path / "mixed") in str(exc.value)
+    # issue #18: one SeriesInstanceUID with two slice sizes is two series (grouped by UID and geometry)
+    with pytest.warns(UserWarning, match=r"2 series .*5x4.*4x4") as rec:
+        vol = read_volume(tmp_path / "mixed")
+    assert str(tmp_path / "mixed") in str(rec[0].message)
+    assert vol.array.shape == (4, 4, 3) and vol.meta["n_series_found"] == 2
 
     write_ct_series(tmp_path / "dup", np.zeros((4, 4, 3)), series_uid=uid, seed=1)
     write_ct_series(tmp_path / "dup", np.zeros((4, 4, 3)), series_uid=uid, seed=2)
@@ -444,7 +447,9 @@ def test_nifti_dtypes_and_byte_orders_match_the_reference(tmp_path, dtype, byteo
     vol = read_volume(path)
     np.testing.assert_array_equal(vol.array, _reference_nifti_hwd(path).astype(vol.array.dtype))
     assert vol.array.dtype == (np.uint8 if dtype == np.uint8 else np.float32) and vol.array.flags.c_contiguous
-    assert vol.kind == ("uint8" if dtype == np.uint8 else "hu")
+    # issue #18: values 0..199 hold no air, so by the documented rule they are not labelled HU
+    assert vol.kind == ("uint8" if dtype == np.uint8 else "other")
+    assert vol.meta["kind_from"] == ("dtype" if dtype == np.uint8 else "values")
 
 
 def _no_isal(monkeypatch):
@@ -557,3 +562,652 @@ def test_volume_array_can_be_replaced():
     vol = read_volume(np.zeros((2, 3, 4), np.float32))
     vol.array = np.ones((2, 3, 4), np.float32)
     assert vol.stored().data is vol.array and float(vol.array.sum()) == 24
+
+
+# ============================================================================= issue #18: real scans vs SimpleITK
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"  # as in conftest.py
+REAL = SHARED / "data" / "real_volumes"
+needs_real = pytest.mark.skipif(not (REAL / "SOURCES.md").is_file(), reason=f"{REAL} not available")
+
+
+def _read(source, **kwargs):
+    """read_volume with warnings collected: (volume, [warning texts])."""
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        vol = read_volume(source, **kwargs)
+    return vol, [str(w.message) for w in rec]
+
+
+def _has_openjpeg() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("openjpeg") is not None and importlib.util.find_spec("pylibjpeg") is not None
+
+
+@needs_real
+@pytest.mark.parametrize(
+    "name, kind, kind_from",
+    [
+        ("CT_small.dcm", "hu", "modality"),  # single CT slice
+        ("693_J2KR.dcm", "hu", "modality"),  # JPEG 2000 lossless CT slice
+        ("emri_small.dcm", "other", "modality"),  # enhanced MR, 10 frames, no geometry in the file
+        ("example_mr_sm.nii.gz", "other", "values"),  # MR NIfTI: no air-like values
+    ],
+)
+def test_real_files_match_simpleitk(name, kind, kind_from):
+    from helpers import sitk_reference as ref
+
+    if name == "693_J2KR.dcm" and not _has_openjpeg():
+        with pytest.raises(VolumeReadError, match="pylibjpeg-openjpeg") as exc:
+            read_volume(REAL / name)
+        assert str(REAL / name) in str(exc.value)
+        return
+    vol, _ = _read(REAL / name)
+    expected, sp = ref.read_file(REAL / name)
+    assert vol.array.shape == expected.shape
+    np.testing.assert_array_equal(vol.array, expected.astype(np.float32))
+    assert vol.kind == kind and vol.meta["kind_from"] == kind_from
+    if name == "emri_small.dcm":  # no PixelSpacing / positions: in-plane 1 mm like SimpleITK, slices 1.2 mm from
+        assert vol.spacing[:2] == (1.0, 1.0) and vol.meta["spacing_defaulted"]  # SpacingBetweenSlices (ITK: 1.0)
+        assert vol.spacing[2] == pytest.approx(1.2) and vol.meta["modality"] == "MR" and vol.meta["multi_frame"]
+    else:
+        assert vol.spacing == pytest.approx(sp, abs=1e-6)
+
+
+@needs_real
+def test_real_multiframe_seg_matches_simpleitk():
+    """liver.dcm is an enhanced multi-frame SEG (a binary liver mask, Modality SEG; 1 bit per pixel): per-frame
+    positions give the slice order and spacing; GDCM shows the bits as 0/255, pydicom as 0/1."""
+    from helpers import sitk_reference as ref
+
+    vol, _ = _read(REAL / "liver.dcm")
+    expected, sp = ref.read_file(REAL / "liver.dcm")
+    assert vol.array.shape == expected.shape == (512, 512, 3)
+    np.testing.assert_array_equal(vol.array * 255, expected)
+    assert vol.spacing == pytest.approx(sp) and vol.spacing[2] == pytest.approx(1.0)
+    assert vol.kind == "other" and vol.meta["modality"] == "SEG" and vol.meta["multi_frame"]
+
+
+@needs_real
+def test_real_uneven_series_is_refused_then_resampled_when_allowed():
+    from helpers import sitk_reference as ref
+
+    folder = REAL / "sliceincrement_siemens_ct" / "001"  # z = 18.1, 23.1, 28.1, 38.1 mm: slice 33.1 is missing
+    with pytest.raises(VolumeReadError) as exc:
+        read_volume(folder)
+    msg = str(exc.value)
+    for part in (str(folder), "10.00 mm", "IM-0001-0009-0001.dcm (instance 9)", "IM-0001-0010-0001.dcm (instance 10)",
+                 "about 1 missing slice", "allow_gaps=True"):
+        assert part in msg, (part, msg)
+
+    vol, warned = _read(folder, allow_gaps=True)
+    assert any("allow_gaps" in w and "5.000 mm" in w for w in warned), warned
+    stack, sp = ref.read_series(folder)  # the 4 acquired slices, stacked as they are
+    assert vol.array.shape == (512, 512, 5) and vol.spacing == pytest.approx((*sp[:2], 5.0), abs=1e-5)
+    np.testing.assert_array_equal(vol.array[..., [0, 1, 2, 4]], stack.astype(np.float32))
+    np.testing.assert_allclose(vol.array[..., 3], (stack[..., 2] + stack[..., 3]) / 2, atol=1e-3)
+    assert vol.meta["slice_gaps"][0]["mm"] == pytest.approx(10.0) and vol.meta["n_slices_acquired"] == 4
+
+
+TILT_ATOL = 1e-3  # HU: float32 rounding of values up to ~3000
+
+
+def _tilt_reference(vol, files, fill=None):
+    """Each acquired file resampled by SimpleITK onto the reader's orthogonal grid (meta['tilt_grid_origin'])."""
+    from helpers import sitk_reference as ref
+
+    assert vol.meta["image_orientation_patient"][:3] == [1.0, 0.0, 0.0]  # stored rows/cols are already canonical
+    if fill is None:
+        fill = min(float(ref.stored_hu(f).min()) for f in files)
+    shape = vol.array.shape[:2]
+    return [ref.slice_on_grid(f, vol.meta["tilt_grid_origin"], shape, fill) for f in files]
+
+
+@needs_real
+def test_real_tilted_series_with_a_missing_slice():
+    folder = REAL / "sliceincrement_siemens_ct" / "002"  # 15.5 deg tilt, instance 4 missing
+    with pytest.raises(VolumeReadError) as exc:
+        read_volume(folder)
+    msg = str(exc.value)
+    for part in ("1.50 mm", "IM-0001-0003.dcm (instance 3)", "IM-0001-0005.dcm (instance 5)", "tilt of 15.5 deg"):
+        assert part in msg, (part, msg)
+    with pytest.raises(VolumeReadError, match=r"tilt of 15\.5 deg.*tilt='resample'"):
+        _read(folder, allow_gaps=True, tilt="error")
+
+    vol, warned = _read(folder, allow_gaps=True)
+    assert any("gantry tilt" in w and "orthogonal grid" in w for w in warned), warned
+    assert vol.array.shape == (514, 512, 5)  # the grid dicom2nifti's reference NIfTI beside it has too
+    assert vol.meta["tilt"] == "resampled" and vol.meta["gantry_tilt_deg"] == pytest.approx(15.5, abs=0.05)
+    assert vol.spacing[2] == pytest.approx(0.7497, abs=1e-4)  # along the slice normal, not the table
+    refs = _tilt_reference(vol, sorted(folder.glob("*.dcm")))
+    for k, r in zip([0, 1, 2, 4], refs):
+        np.testing.assert_allclose(vol.array[..., k], r, atol=1e-3, err_msg=str(k))
+    np.testing.assert_allclose(vol.array[..., 3], (refs[2] + refs[3]) / 2, atol=1e-3)
+
+
+@needs_real
+def test_real_gantry_tilt_is_resampled_like_simpleitk(tmp_path):
+    """GE head CT, 18.5 deg tilt: the 14 evenly spaced 4 mm slices (links to the shared files)."""
+    folder = tmp_path / "ge14"
+    folder.mkdir()
+    files = [REAL / "ge_head_ct_tilted" / f"{i:02d}.dcm" for i in range(1, 15)]
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    with pytest.raises(VolumeReadError, match=r"tilt of 18\.5 deg") as exc:
+        read_volume(folder, tilt="error")
+    assert str(folder) in str(exc.value) and "tilt='resample'" in str(exc.value)
+
+    vol, warned = _read(folder)
+    assert any("18.5 deg gantry tilt" in w for w in warned), warned
+    assert vol.meta["gantry_tilt_deg"] == pytest.approx(18.5, abs=0.05) and vol.meta["gantry_detector_tilt_tag"] == 18.5
+    # the grid grows by the drift: 13 steps x 4.22 mm x sin(18.5 deg) / 0.488 mm = 35.7 -> 36 rows
+    assert vol.array.shape == (512 + 36, 512, 14)
+    assert vol.spacing == pytest.approx((0.4882812, 0.4882812, 4.0019), abs=1e-4)
+    for k, r in enumerate(_tilt_reference(vol, files)):
+        np.testing.assert_allclose(vol.array[..., k], r, atol=TILT_ATOL, err_msg=str(k))
+    assert vol.kind == "hu"
+
+
+@needs_real
+def test_real_tilted_uneven_series():
+    folder = REAL / "ge_head_ct_tilted"  # 4 mm then 7 mm slices (1.08 mm between the two parts), 18.5 deg tilt
+    with pytest.raises(VolumeReadError) as exc:
+        read_volume(folder)
+    msg = str(exc.value)
+    for part in ("1.08 mm between 14.dcm (instance 14)", "15.dcm (instance 15)", "7.00 mm", "tilt of 18.5 deg",
+                 "allow_gaps=True"):
+        assert part in msg, (part, msg)
+    vol, _ = _read(folder, allow_gaps=True)
+    files = sorted(folder.glob("*.dcm"))
+    assert vol.array.shape[2] == 37 and vol.spacing[2] == pytest.approx(4.0025, abs=1e-4)
+    z = _normal_positions(files)  # acquired slices along the normal, ascending with the file names
+    grid = z[0] + (z[-1] - z[0]) * np.arange(37) / 36
+    ks = np.clip(np.searchsorted(z, grid) - 1, 0, len(z) - 2)  # acquired slices k, k + 1 around each grid slice
+    ws = (grid - z[ks]) / (z[ks + 1] - z[ks])
+    j = int(np.argmin(np.abs(ws - 0.5)))  # the grid slice furthest from both acquired slices around it
+    k, w = int(ks[j]), float(ws[j])
+    assert 0.4 < w < 0.6
+    from helpers import sitk_reference as ref
+
+    fill = min(float(ref.stored_hu(f).min()) for f in files)  # the lowest value of the whole series
+    refs = _tilt_reference(vol, [files[0], files[k], files[k + 1], files[-1]], fill)
+    np.testing.assert_allclose(vol.array[..., 0], refs[0], atol=TILT_ATOL)  # the ends are kept
+    np.testing.assert_allclose(vol.array[..., -1], refs[-1], atol=TILT_ATOL)
+    np.testing.assert_allclose(vol.array[..., j], (1 - w) * refs[1] + w * refs[2], atol=1e-2)
+
+
+def _normal_positions(files) -> np.ndarray:
+    import pydicom
+
+    out = []
+    for f in files:
+        ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        iop = np.array([float(v) for v in ds.ImageOrientationPatient])
+        out.append(float(np.array([float(v) for v in ds.ImagePositionPatient]) @ np.cross(iop[:3], iop[3:])))
+    return np.array(out)
+
+
+@needs_real
+def test_real_folders_of_volume_files_are_refused():
+    with pytest.raises(VolumeReadError, match=r"holds 2 volume file\(s\) \(002_ground_truth.nii.gz") as exc:
+        read_volume(REAL / "sliceincrement_siemens_ct")
+    assert "pass one volume file" in str(exc.value) and str(REAL / "sliceincrement_siemens_ct") in str(exc.value)
+    with pytest.raises(VolumeReadError, match=r"holds 1 volume file\(s\) \(example_mr_sm.nii.gz\) and \d+ other"):
+        read_volume(REAL)
+
+
+# ============================================================================= issue #18: multi-frame DICOM
+def test_enhanced_ct_matches_simpleitk_and_per_frame_values(tmp_path, hu):
+    from dicom_fixtures import write_enhanced_ct
+    from helpers import sitk_reference as ref
+
+    path = write_enhanced_ct(tmp_path / "enh.dcm", hu, SPACING)
+    vol, warned = _read(path)
+    expected, sp = ref.read_file(path)
+    np.testing.assert_array_equal(vol.array, expected.astype(np.float32))
+    np.testing.assert_array_equal(vol.array, hu)
+    assert vol.spacing == pytest.approx(sp) and vol.spacing == pytest.approx(SPACING) and not warned
+    assert vol.kind == "hu" and vol.meta["multi_frame"] and vol.meta["n_slices"] == 5
+
+    # frames stored out of order, each with its own rescale: sorted by position, rescaled per frame
+    slopes, inters = [1.0, 2.0, 0.5, 1.0, 1.0], [-1024.0, -2000.0, -500.0, 0.0, -1024.0]
+    shuffled = write_enhanced_ct(tmp_path / "shuf.dcm", hu, SPACING, frame_order=[3, 0, 4, 1, 2],
+                                 slopes=slopes, intercepts=inters)
+    vol = read_volume(shuffled)
+    stored = np.rint((hu - np.array(inters)) / np.array(slopes))
+    np.testing.assert_array_equal(vol.array, (stored * np.array(slopes) + np.array(inters)).astype(np.float32))
+    assert vol.spacing == pytest.approx(SPACING)
+
+
+def test_enhanced_mr_is_not_hu_and_repeated_positions_are_named(tmp_path, hu):
+    from dicom_fixtures import write_enhanced_ct
+
+    mr = read_volume(write_enhanced_ct(tmp_path / "mr.dcm", hu, SPACING, modality="MR"))
+    assert mr.kind == "other" and mr.meta["modality"] == "MR" and mr.meta["kind_from"] == "modality"
+    two_times = np.concatenate([hu, hu], axis=2)  # 10 frames, two at each position (e.g. two time points)
+    path = write_enhanced_ct(tmp_path / "4d.dcm", two_times, SPACING, frame_order=[0, 1, 2, 3, 4, 0, 1, 2, 3, 4])
+    with pytest.raises(VolumeReadError, match=r"duplicate slice positions .*4d.dcm frame \d+ and 4d.dcm frame \d+"
+                       r".*more than one volume") as exc:
+        read_volume(path)
+    assert str(path) in str(exc.value)
+
+
+# ============================================================================= issue #18: series geometry
+def test_empty_series_uid_with_two_pixel_spacings_is_two_series(tmp_path):
+    big = np.full((6, 6, 5), 40.0, np.float32)
+    write_ct_series(tmp_path, np.zeros((6, 6, 3), np.float32), spacing=(0.5, 0.5, 2.0), series_uid="", seed=1)
+    write_ct_series(tmp_path, big, spacing=(0.9, 0.9, 2.5), series_uid="", seed=2, origin=(0.0, 0.0, 400.0))
+    with pytest.warns(UserWarning, match=r"2 series .*<empty SeriesInstanceUID>: 3 slice\(s\) of 6x6, 0.5x0.5 mm"):
+        vol = read_volume(tmp_path)
+    np.testing.assert_array_equal(vol.array, big)
+    assert vol.spacing == pytest.approx((0.9, 0.9, 2.5)) and vol.meta["series_uid"] == ""
+
+
+def test_a_202_mm_gap_is_refused_with_its_size_and_files(tmp_path):
+    vol_hu = np.random.default_rng(2).integers(-1000, 500, size=(5, 4, 6)).astype(np.float32)
+    z = [0.0, 1.25, 2.5, 204.5, 205.75, 207.0]  # a 202 mm gap between the 3rd and 4th slices
+    files = write_ct_series(tmp_path, vol_hu, spacing=(0.7, 0.7, 1.25), shuffle=False,
+                            positions=[(-100.0, -120.0, v) for v in z])
+    with pytest.raises(VolumeReadError) as exc:
+        read_volume(tmp_path)
+    msg = str(exc.value)
+    assert "202.00 mm between" in msg and f"{files[2].name} (instance 3)" in msg
+    assert f"{files[3].name} (instance 4)" in msg
+    assert "the median step is 1.25 mm" in msg and str(tmp_path) in msg
+    with pytest.warns(UserWarning, match="allow_gaps=True: resampled onto an even 1.247 mm grid"):
+        vol = read_volume(tmp_path, allow_gaps=True)
+    # 207 mm / 1.25 mm = 165.6 steps -> 166 steps of 1.247 mm, so that the first and last slices are kept
+    assert vol.array.shape == (5, 4, 167) and vol.spacing[2] == pytest.approx(207 / 166)
+    grid = np.arange(167) * 207 / 166
+    expected = np.stack([np.interp(grid, z, vol_hu[i, j]) for i in range(5) for j in range(4)]).reshape(5, 4, 167)
+    np.testing.assert_allclose(vol.array, expected, atol=1e-3)  # linear between the acquired slices around
+    np.testing.assert_array_equal(vol.array[..., [0, -1]], vol_hu[..., [0, -1]])
+    assert vol.meta["slice_gaps"] == [{"mm": 202.0, "between": [f"{files[2].name} (instance 3)",
+                                                                 f"{files[3].name} (instance 4)"]}]
+
+
+def test_a_missing_slice_is_named(tmp_path, hu):
+    write_ct_series(tmp_path, hu, spacing=SPACING, drop=(2,))
+    with pytest.raises(VolumeReadError, match=r"5.00 mm between .*\(instance 2\).*\(instance 4\).*1 missing slice"):
+        read_volume(tmp_path)
+    vol, warned = _read(tmp_path, allow_gaps=True)
+    assert len(warned) == 1 and vol.array.shape == hu.shape
+    np.testing.assert_array_equal(vol.array[..., [0, 1, 3, 4]], hu[..., [0, 1, 3, 4]])
+    np.testing.assert_allclose(vol.array[..., 2], (hu[..., 1] + hu[..., 3]) / 2)
+
+
+def test_gantry_tilt_with_whole_pixel_shifts_is_undone_exactly(tmp_path):
+    """Slice k's image origin moves k rows (k * row spacing) along the image columns: the orthogonal grid gets
+    D - 1 more rows, and every slice lands back where it belongs, copied exactly (whole-pixel shifts)."""
+    rng = np.random.default_rng(4)
+    h, w, d = 6, 5, 4
+    rs, cs, ss = 0.8, 0.7, 2.0
+    truth = np.full((h + d - 1, w, d), -2000.0, np.float32)  # the orthogonal grid: rows 0 .. h + d - 2
+    stored = rng.integers(-1000, 1000, size=(h, w, d)).astype(np.float32)
+    for k in range(d):
+        truth[k:k + h, :, k] = stored[:, :, k]  # slice k's rows sit k rows further posterior
+    positions = [(-100.0, -120.0 + k * rs, 50.0 + k * ss) for k in range(d)]
+    write_ct_series(tmp_path, stored, spacing=(rs, cs, ss), positions=positions)
+    with pytest.raises(VolumeReadError, match=r"gantry tilt of 21.8 deg .*tilt='resample'"):
+        read_volume(tmp_path, tilt="error")
+    with pytest.warns(UserWarning, match=r"gantry tilt: slices resampled onto an orthogonal grid \(9x5 pixels"):
+        vol = read_volume(tmp_path)
+    fill = stored.min()
+    np.testing.assert_array_equal(vol.array, np.where(truth == -2000.0, fill, truth))
+    assert vol.spacing == pytest.approx((rs, cs, ss)) and vol.meta["tilt"] == "resampled"
+    assert vol.meta["gantry_tilt_deg"] == pytest.approx(np.degrees(np.arctan2(3 * rs, 3 * ss)), abs=1e-3)
+    assert vol.meta["tilt_grid_origin"] == pytest.approx([-100.0, -120.0, 50.0])
+
+
+def test_tiny_position_jitter_is_neither_a_gap_nor_a_tilt(tmp_path, hu):
+    rng = np.random.default_rng(5)
+    positions = [(-100.0 + rng.normal(0, 0.01), -120.0 + rng.normal(0, 0.01), 50.0 + k * 2.5 + rng.normal(0, 0.004))
+                 for k in range(hu.shape[2])]
+    write_ct_series(tmp_path, hu, spacing=SPACING, positions=positions)
+    vol, warned = _read(tmp_path)
+    assert not warned and "tilt" not in vol.meta and "slice_gaps" not in vol.meta
+    np.testing.assert_array_equal(vol.array, hu)
+
+
+def test_dicom_modality_decides_the_kind(tmp_path, hu):
+    write_ct_series(tmp_path / "mr", hu, spacing=SPACING, modality="MR")  # MR with a RescaleSlope/Intercept
+    mr = read_volume(tmp_path / "mr")
+    assert mr.kind == "other" and mr.meta["modality"] == "MR" and mr.meta["kind_from"] == "modality"
+    write_ct_series(tmp_path / "none", hu, spacing=SPACING, modality="")
+    untagged = read_volume(tmp_path / "none")
+    assert untagged.kind == "hu" and untagged.meta["kind_from"] == "values" and untagged.meta["sampled_min"] <= -500
+
+
+def test_jpeg2000_without_a_decoder_says_what_to_install(monkeypatch):
+    pydicom = pytest.importorskip("pydicom")
+    path = REAL / "693_J2KR.dcm"
+    if not path.is_file():
+        pytest.skip("no real scans")
+
+    def no_decoder(self):
+        raise RuntimeError("Unable to decode the pixel data: no plugins available")
+
+    monkeypatch.setattr(pydicom.dataset.Dataset, "pixel_array", property(no_decoder))
+    with pytest.raises(VolumeReadError) as exc:
+        read_volume(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "pip install pylibjpeg pylibjpeg-openjpeg" in msg and "JPEG 2000" in msg
+
+
+# ============================================================================= issue #18: guards before allocation
+def _huge_nifti(path, shape=(1000, 1000, 1000), gz=False):
+    """A 4 KB NIfTI whose header declares `shape` int16 voxels (2 GB for 1000**3)."""
+    import gzip
+
+    import nibabel as nib
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(np.int16)
+    hdr.set_qform(np.eye(4), code=1)
+    hdr.set_data_offset(352)
+    blob = hdr.binaryblock + b"\0" * 4 + b"\1\0" * 2000
+    Path(path).write_bytes(gzip.compress(blob) if gz else blob)
+    return path
+
+
+def _huge_others(folder: Path):
+    """NRRD, MetaImage and .npy files whose headers declare 1000**3 int16 voxels, with 4 KB of data."""
+    folder.mkdir(parents=True, exist_ok=True)
+    data = b"\1\0" * 2000
+    (folder / "huge.nrrd").write_bytes(
+        b"NRRD0004\ntype: short\ndimension: 3\nsizes: 1000 1000 1000\nencoding: raw\nendian: little\n\n" + data)
+    (folder / "huge.mha").write_bytes(
+        b"ObjectType = Image\nNDims = 3\nDimSize = 1000 1000 1000\nElementType = MET_SHORT\n"
+        b"ElementDataFile = LOCAL\n" + data)
+    header = {"descr": "<i2", "fortran_order": False, "shape": (1000, 1000, 1000)}
+    with open(folder / "huge.npy", "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(data)
+    return [folder / "huge.nrrd", folder / "huge.mha", folder / "huge.npy"]
+
+
+_HUGE_SCRIPT = r"""
+import importlib.util, json, resource, sys, time, tracemalloc
+spec = importlib.util.spec_from_file_location("volume_io_alone", sys.argv[1])  # the Hub file on its own
+mod = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = mod
+spec.loader.exec_module(mod)
+import nibabel, SimpleITK  # imported before measuring
+def peak_rss_mb():
+    # VmHWM: this process's peak resident memory (ru_maxrss would carry over the parent's peak across exec)
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmHWM:")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+base = peak_rss_mb()
+out = []
+for path in sys.argv[2:]:
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        mod.read_volume(path)
+        msg = None
+    except mod.VolumeReadError as exc:
+        msg = str(exc)
+    seconds = time.perf_counter() - t0
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    out.append({"path": path, "seconds": seconds, "traced_peak_mb": peak / 1e6, "error": msg})
+print(json.dumps({"files": out, "max_rss_mb": peak_rss_mb(), "rss_after_imports_mb": base}))
+"""
+
+
+def test_huge_headers_fail_fast_without_allocating(tmp_path):
+    """Headers declaring >= 1000**3 voxels (2 GB+; 1400**3 = 5.5 GB) in 4 KB files: each read fails in < 2 s,
+    the whole process peaks under 300 MB (measured in a fresh interpreter: ru_maxrss and tracemalloc)."""
+    import json
+    import subprocess
+
+    files = [
+        _huge_nifti(tmp_path / "huge.nii"),
+        _huge_nifti(tmp_path / "huge.nii.gz", gz=True),
+        _huge_nifti(tmp_path / "huger.nii.gz", shape=(1400, 1400, 1400), gz=True),
+        *_huge_others(tmp_path),
+    ]
+    assert all(f.stat().st_size < 5000 for f in files)
+    run = subprocess.run([sys.executable, "-c", _HUGE_SCRIPT, volume_io.__file__, *map(str, files)],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    print(json.dumps(report, indent=1))  # shown with pytest -s: the measured times and memory
+    for r in report["files"]:
+        assert r["error"] and r["path"] in r["error"], r
+        assert r["seconds"] < 2.0 and r["traced_peak_mb"] < 50, r
+    errors = {Path(r["path"]).name: r["error"] for r in report["files"]}
+    assert "max_voxels=2,147,483,648" in errors["huger.nii.gz"] and "1400x1400x1400" in errors["huger.nii.gz"]
+    assert "read_volume(..., max_voxels=2744000000)" in errors["huger.nii.gz"]
+    for name in ("huge.nii", "huge.nii.gz", "huge.nrrd", "huge.mha", "huge.npy"):
+        assert "truncated or corrupt" in errors[name], errors[name]
+    assert report["max_rss_mb"] < 300, report
+
+
+def test_max_voxels_is_configurable(tmp_path, hu):
+    write_nifti(tmp_path / "v.nii.gz", hu, SPACING)
+    with pytest.raises(VolumeReadError, match=r"7x6x5 = 210 voxels .*more than max_voxels=100.*max_voxels=210"):
+        read_volume(tmp_path / "v.nii.gz", max_voxels=100)
+    np.testing.assert_array_equal(read_volume(tmp_path / "v.nii.gz", max_voxels=210).array, hu)
+    write_ct_series(tmp_path / "dcm", hu, spacing=SPACING)
+    with pytest.raises(VolumeReadError, match="the DICOM series declares 6x7x5 = 210 voxels"):
+        read_volume(tmp_path / "dcm", max_voxels=209)
+    np.save(tmp_path / "v.npy", hu)
+    with pytest.raises(VolumeReadError, match="max_voxels=10"):
+        read_volume(tmp_path / "v.npy", max_voxels=10)
+    assert read_volume(tmp_path / "v.npy", max_voxels=None).array.shape == hu.shape
+    with pytest.raises(VolumeReadError, match="max_voxels must be a positive int"):
+        read_volume(tmp_path / "v.npy", max_voxels=0)
+    with pytest.raises(VolumeReadError, match="tilt must be one of"):
+        read_volume(tmp_path / "v.npy", tilt="shear")
+
+
+def test_truncated_uncompressed_files_are_named_before_reading(tmp_path, hu):
+    import SimpleITK as sitk
+
+    write_nifti(tmp_path / "v.nii", hu, SPACING)
+    data = (tmp_path / "v.nii").read_bytes()
+    (tmp_path / "v.nii").write_bytes(data[:-10])
+    with pytest.raises(VolumeReadError, match=r"v.nii: cannot read NIfTI: truncated or corrupt file: .*7x6x5 int16"):
+        read_volume(tmp_path / "v.nii")
+    for ext in (".nrrd", ".mha"):
+        img = sitk.GetImageFromArray(hu.astype(np.int16).transpose(2, 0, 1))
+        sitk.WriteImage(img, str(tmp_path / f"v{ext}"), useCompression=False)
+        data = (tmp_path / f"v{ext}").read_bytes()
+        (tmp_path / f"v{ext}").write_bytes(data[:-10])
+        with pytest.raises(VolumeReadError, match="truncated or corrupt file") as exc:
+            read_volume(tmp_path / f"v{ext}")
+        assert str(tmp_path / f"v{ext}") in str(exc.value)
+    for name in ("v.nrrd", "v.mha"):  # compressed ones read fine
+        sitk.WriteImage(sitk.GetImageFromArray(hu.astype(np.int16).transpose(2, 0, 1)), str(tmp_path / name), True)
+        assert read_volume(tmp_path / name).array.shape == hu.shape
+    np.save(tmp_path / "v.npy", hu)
+    data = (tmp_path / "v.npy").read_bytes()
+    (tmp_path / "v.npy").write_bytes(data[:-8])
+    with pytest.raises(VolumeReadError, match=r"v.npy: cannot read .npy: truncated or corrupt file"):
+        read_volume(tmp_path / "v.npy")
+    import pydicom
+
+    files = write_ct_series(tmp_path / "dcm", hu, spacing=SPACING)
+    files[0].write_bytes(files[0].read_bytes()[:-20])
+    with pytest.raises(VolumeReadError, match=rf"pixel data of .*{files[0].name} .*less than expected") as exc:
+        read_volume(tmp_path / "dcm")
+    assert "truncated or corrupt" in str(exc.value) and "pip install" not in str(exc.value)
+    ds = pydicom.dcmread(files[1])
+    ds.Rows = ds.Columns = 40000  # a header that declares 3.2 GB of pixel data in a small file
+    ds.save_as(files[1])
+    with pytest.raises(VolumeReadError, match=rf"{files[1].name} is truncated: .*\(40000x40000x1, 16 bits"):
+        read_volume(files[1])
+
+
+def test_multi_member_gzip_passes_the_trailer_check(tmp_path, hu):
+    """The gzip trailer holds only the last member's size: a multi-member .nii.gz is counted, not refused."""
+    import gzip
+
+    write_nifti(tmp_path / "v.nii", hu, SPACING)
+    data = (tmp_path / "v.nii").read_bytes()
+    (tmp_path / "multi.nii.gz").write_bytes(gzip.compress(data[:400]) + gzip.compress(data[400:]))
+    np.testing.assert_array_equal(read_volume(tmp_path / "multi.nii.gz").array, hu)
+
+
+@pytest.mark.timeout(30)
+def test_fifos_devices_links_and_permissions(tmp_path, hu, monkeypatch):
+    import errno
+    import os
+
+    fifo = tmp_path / "scan.nii.gz"
+    os.mkfifo(fifo)  # opening it would block forever
+    with pytest.raises(VolumeReadError, match=r"scan.nii.gz: is a FIFO \(named pipe\), not a regular file"):
+        read_volume(fifo)
+    with pytest.raises(VolumeReadError, match=r"/dev/null: is a character device, not a regular file"):
+        read_volume("/dev/null")
+    loop_a, loop_b = tmp_path / "a.nii", tmp_path / "b.nii"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    with pytest.raises(VolumeReadError, match=r"a.nii: symbolic link loop"):
+        read_volume(loop_a)
+    (tmp_path / "dangling.nii").symlink_to(tmp_path / "gone.nii")
+    with pytest.raises(VolumeReadError, match=r"dangling.nii: broken symbolic link .*gone.nii"):
+        read_volume(tmp_path / "dangling.nii")
+    with pytest.raises(VolumeReadError, match="does not exist"):
+        read_volume(tmp_path / "missing.nii")
+
+    # a FIFO or a link loop inside a DICOM folder is skipped, not read (no hang)
+    write_ct_series(tmp_path / "dcm", hu, spacing=SPACING)
+    os.mkfifo(tmp_path / "dcm" / "pipe.dcm")
+    (tmp_path / "dcm" / "loop.dcm").symlink_to(tmp_path / "dcm" / "loop.dcm")
+    np.testing.assert_array_equal(read_volume(tmp_path / "dcm").array, hu)
+
+    real_stat = os.stat  # root ignores file modes, so permission errors are simulated
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("secret.nii"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    with pytest.raises(VolumeReadError, match=r"secret.nii: permission denied"):
+        read_volume(tmp_path / "secret.nii")
+
+
+def test_every_refusal_names_the_path_and_the_problem(tmp_path, hu):
+    """A sweep over bad inputs: every VolumeReadError message is non-empty and contains the path."""
+    import os
+
+    cases = []
+
+    def add(path, **kwargs):
+        cases.append((Path(path), kwargs))
+
+    (tmp_path / "empty").mkdir()
+    add(tmp_path / "empty")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "readme.txt").write_text("hello")
+    add(tmp_path / "junk")
+    (tmp_path / "zero.nii.gz").write_bytes(b"")
+    add(tmp_path / "zero.nii.gz")
+    (tmp_path / "zero.nii").write_bytes(b"")
+    add(tmp_path / "zero.nii")
+    (tmp_path / "text.nii.gz").write_text("not gzip")
+    add(tmp_path / "text.nii.gz")
+    (tmp_path / "text.nrrd").write_text("not nrrd")
+    add(tmp_path / "text.nrrd")
+    (tmp_path / "text.mha").write_text("not a header")
+    add(tmp_path / "text.mha")
+    (tmp_path / "text.npy").write_text("not npy")
+    add(tmp_path / "text.npy")
+    (tmp_path / "text.npz").write_text("not npz")
+    add(tmp_path / "text.npz")
+    (tmp_path / "empty.dcm").write_bytes(b"")
+    add(tmp_path / "empty.dcm")
+    write_nifti(tmp_path / "nii" / "a.nii.gz", hu, SPACING)
+    write_nifti(tmp_path / "nii" / "b.nii.gz", hu, SPACING)
+    add(tmp_path / "nii")
+    write_ct_series(tmp_path / "mixed", hu, spacing=SPACING)
+    write_nifti(tmp_path / "mixed" / "converted.nii.gz", hu, SPACING)
+    add(tmp_path / "mixed")
+    write_ct_series(tmp_path / "gap", hu, spacing=SPACING, drop=(1,))
+    add(tmp_path / "gap")
+    os.mkfifo(tmp_path / "fifo.nii")
+    add(tmp_path / "fifo.nii")
+    (tmp_path / "self.nii").symlink_to(tmp_path / "self.nii")
+    add(tmp_path / "self.nii")
+    add(_huge_nifti(tmp_path / "huge.nii.gz", gz=True))
+    write_nifti(tmp_path / "cut.nii.gz", hu, SPACING)
+    (tmp_path / "cut.nii.gz").write_bytes((tmp_path / "cut.nii.gz").read_bytes()[:60])
+    add(tmp_path / "cut.nii.gz")
+    for path, kwargs in cases:
+        with pytest.raises(VolumeReadError) as exc:
+            read_volume(path, **kwargs)
+        msg = str(exc.value)
+        assert msg.strip() and str(path) in msg and len(msg) > len(str(path)) + 10, (path, msg)
+
+
+# ============================================================================= issue #18: what a volume holds
+def test_nifti_kind_from_values(tmp_path):
+    ct = np.full((8, 8, 4), -1000.0, np.float32)
+    ct[2:6, 2:6] = 40.0
+    write_nifti(tmp_path / "ct.nii.gz", ct, SPACING)
+    vol, warned = _read(tmp_path / "ct.nii.gz")
+    assert vol.kind == "hu" and vol.meta["kind_from"] == "values" and vol.meta["sampled_min"] == -1000 and not warned
+    mr = np.random.default_rng(0).integers(0, 800, size=(8, 8, 4))
+    write_nifti(tmp_path / "mr.nii.gz", mr, SPACING)
+    vol = read_volume(tmp_path / "mr.nii.gz")
+    assert vol.kind == "other" and vol.meta["sampled_min"] >= 0
+    assert read_volume(np.zeros((2, 2, 2))).meta["kind_from"] == "array"
+
+
+def test_synthetic_benchmark_volume_is_hu_without_warnings(tmp_path):
+    from dia_llama.data.synthetic import make_case
+    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+
+    hu_vol, sp, _, _ = make_case(np.random.default_rng(0), {}, volume_size=(32, 32, 16))
+    write_nifti(tmp_path / "case.nii.gz", hu_vol, sp, dtype=np.int16)  # as synthesize_benchmark writes it
+    proc = DiaLlamaVolumeProcessor(volume_size=(16, 16, 8), num_channels=1, intensity_mode="hu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vol = read_volume(tmp_path / "case.nii.gz")
+        pv = proc(tmp_path / "case.nii.gz", return_tensors="pt")["pixel_values"]
+    assert vol.kind == "hu" and pv.min() >= 0 and pv.max() <= 1
+
+
+def test_processor_does_not_window_non_ct_volumes(tmp_path):
+    import torch
+
+    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+
+    mr = np.random.default_rng(0).integers(100, 3000, size=(8, 8, 4)).astype(np.float32)
+    write_ct_series(tmp_path / "mr", mr, spacing=SPACING, modality="MR")
+    kwargs = {"volume_size": (8, 8, 4), "num_channels": 1, "intensity_mode": "hu", "resample": "nearest"}
+    with pytest.warns(UserWarning, match=r"mr: MR data, not Hounsfield units .*Modality tag.*min-max"):
+        pv = DiaLlamaVolumeProcessor(**kwargs)(tmp_path / "mr", return_tensors="pt")["pixel_values"][0, 0]
+    torch.testing.assert_close(pv, torch.from_numpy((mr - mr.min()) / (mr.max() - mr.min())))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        windowed = DiaLlamaVolumeProcessor(**kwargs, non_hu_intensity="window")(tmp_path / "mr", return_tensors="pt")
+    assert float(windowed["pixel_values"].min()) == pytest.approx((mr.min() + 1000) / 2000)  # the HU window
+    with pytest.raises(ValueError, match=r"mr: MR data, not Hounsfield units.*HU window is for CT"):
+        DiaLlamaVolumeProcessor(**kwargs, non_hu_intensity="error")(tmp_path / "mr")
+    with pytest.raises(ValueError, match="non_hu_intensity"):
+        DiaLlamaVolumeProcessor(non_hu_intensity="clip")
+
+
+def test_processor_passes_read_options(tmp_path, hu):
+    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+
+    write_ct_series(tmp_path / "gap", hu, spacing=SPACING, drop=(2,))
+    kwargs = {"volume_size": hu.shape, "num_channels": 1, "intensity_mode": "hu"}
+    with pytest.raises(VolumeReadError, match="allow_gaps=True"):
+        DiaLlamaVolumeProcessor(**kwargs)(tmp_path / "gap")
+    proc = DiaLlamaVolumeProcessor(**kwargs, read_options={"allow_gaps": True, "max_voxels": 10**6})
+    with pytest.warns(UserWarning, match="allow_gaps=True"):
+        assert proc(tmp_path / "gap", return_tensors="pt")["pixel_values"].shape == (1, 1, *hu.shape)
+    proc.save_pretrained(tmp_path / "saved")
+    again = DiaLlamaVolumeProcessor.from_pretrained(tmp_path / "saved")
+    assert again.read_options == {"allow_gaps": True, "max_voxels": 10**6} and again.to_dict() == proc.to_dict()
+    with pytest.raises(ValueError, match="read_options: unknown option"):
+        DiaLlamaVolumeProcessor(read_options={"allow_gap": True})

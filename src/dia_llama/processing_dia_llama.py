@@ -39,9 +39,19 @@ class DiaLlamaVolumeProcessor(BaseImageProcessor):
     Steps: read (NIfTI, NRRD/MHA, DICOM series folder, PNG/JPG slice folder, .npy/.npz, array) → resize to
     `volume_size` → intensity: `minmax` (per volume to [0, 1], the paper's), `hu` (clip to `hu_window`, then [0, 1]) or
     `uint8` (8-bit slices / 255) → replicate to `num_channels`.
+
+    The HU window is for CT only. With `intensity_mode="hu"`, a volume that is known not to hold Hounsfield units
+    (`Volume.kind == "other"`: DICOM MR/PT/..., or a NIfTI/NRRD without air-like values, see `dia_llama.volume_io`)
+    follows `non_hu_intensity`: "minmax" (default: a warning, then that volume alone is scaled per volume to
+    [0, 1], as in `minmax` mode), "window" (the HU window anyway) or "error" (a ValueError). Arrays (kind "unknown")
+    are taken to be what the mode says.
+    `read_options`: keyword arguments for `read_volume` when the processor reads a path (`allow_gaps`, `tilt`,
+    `max_voxels`), e.g. `{"allow_gaps": True}`.
     """
 
     model_input_names = ["pixel_values"]
+    NON_HU_INTENSITY_MODES = ("minmax", "window", "error")
+    READ_OPTIONS = ("allow_gaps", "tilt", "max_voxels")
 
     def __init__(
         self,
@@ -50,6 +60,8 @@ class DiaLlamaVolumeProcessor(BaseImageProcessor):
         intensity_mode: str = "minmax",
         hu_window=(-1000.0, 1000.0),
         resample: str = "trilinear",
+        non_hu_intensity: str = "minmax",
+        read_options: Mapping | None = None,
         **kwargs,
     ):
         kwargs.pop("image_processor_type", None)
@@ -59,6 +71,15 @@ class DiaLlamaVolumeProcessor(BaseImageProcessor):
         self.intensity_mode = intensity_mode
         self.hu_window = [float(v) for v in hu_window]
         self.resample = resample
+        self.non_hu_intensity = non_hu_intensity
+        self.read_options = dict(read_options or {})
+        if non_hu_intensity not in self.NON_HU_INTENSITY_MODES:
+            raise ValueError(
+                f"non_hu_intensity must be one of {self.NON_HU_INTENSITY_MODES}, got {non_hu_intensity!r}"
+            )
+        unknown = sorted(set(self.read_options) - set(self.READ_OPTIONS))
+        if unknown:
+            raise ValueError(f"read_options: unknown option(s) {unknown}; allowed: {list(self.READ_OPTIONS)}")
         if len(self.volume_size) != 3 or min(self.volume_size) < 1:
             raise ValueError(f"volume_size must be three positive ints (H, W, D), got {volume_size}")
         if intensity_mode not in INTENSITY_MODES:
@@ -72,7 +93,7 @@ class DiaLlamaVolumeProcessor(BaseImageProcessor):
         """Read one scan into the canonical (H, W, D) layout."""
         if isinstance(source, Volume):
             return source
-        return read_volume(source, axis_order=axis_order)
+        return read_volume(source, axis_order=axis_order, **self.read_options)
 
     def resize(self, array: np.ndarray, rescale=None) -> torch.Tensor:
         """(H, W, D) → (H', W', D') float32 tensor at `volume_size`.
@@ -84,15 +105,39 @@ class DiaLlamaVolumeProcessor(BaseImageProcessor):
         """
         return torch.from_numpy(resize_volume(array, self.volume_size, self.resample, rescale))
 
-    def scale_intensity(self, x: torch.Tensor, kind: str, source: str) -> torch.Tensor:
+    @staticmethod
+    def _minmax(x: torch.Tensor) -> torch.Tensor:
+        low, high = x.min(), x.max()
+        return (x - low) / (high - low) if high > low else torch.zeros_like(x)
+
+    def scale_intensity(self, x: torch.Tensor, kind: str, source: str, meta: Mapping | None = None) -> torch.Tensor:
         if self.intensity_mode == "minmax":
-            low, high = x.min(), x.max()
-            return (x - low) / (high - low) if high > low else torch.zeros_like(x)
+            return self._minmax(x)
         if self.intensity_mode == "hu":
             if kind == "uint8":
                 raise ValueError(
                     f"{source}: holds 8-bit image slices, not Hounsfield units; use intensity_mode='uint8' or 'minmax'"
                 )
+            if kind == "other" and self.non_hu_intensity != "window":
+                meta = meta or {}
+                what = f"{meta['modality']} data" if meta.get("modality") else "data without air-like values"
+                why = (
+                    f"{what}, not Hounsfield units (kind 'other', from the "
+                    f"{'Modality tag' if meta.get('kind_from') == 'modality' else 'value range'})"
+                )
+                if self.non_hu_intensity == "error":
+                    raise ValueError(
+                        f"{source}: {why}; the HU window is for CT. Use intensity_mode='minmax', or "
+                        "non_hu_intensity='minmax' / 'window'"
+                    )
+                import warnings
+
+                warnings.warn(
+                    f"{source}: {why}: scaled per volume to [0, 1] (min-max) instead of the HU window "
+                    "(non_hu_intensity='window' applies the window anyway, 'error' refuses such volumes)",
+                    stacklevel=3,
+                )
+                return self._minmax(x)
             low, high = self.hu_window
             return (x.clamp(low, high) - low) / (high - low)
         if kind == "hu":
@@ -109,7 +154,7 @@ class DiaLlamaVolumeProcessor(BaseImageProcessor):
         if array.dtype.kind not in "iub" and not np.isfinite(array).all():
             raise VolumeReadError(f"{volume.source}: contains NaN or infinite values")
         x = self.resize(array, stored.rescale if stored.is_scaled else None)
-        x = self.scale_intensity(x, volume.kind, volume.source)
+        x = self.scale_intensity(x, volume.kind, volume.source, volume.meta)
         return x.unsqueeze(0).expand(self.num_channels, -1, -1, -1)
 
     def __call__(self, volumes, return_tensors=None, axis_order: str | None = None, **kwargs) -> BatchFeature:

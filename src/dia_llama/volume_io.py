@@ -18,21 +18,61 @@ File readers keep the values as stored (e.g. int16, in the file's memory order, 
 the NIfTI ``scl_slope``/``scl_inter``): ``Volume.array`` builds the float32 C-ordered array on first access, while
 ``Volume.stored()`` hands the stored values to code that shrinks the volume first (the processor resizes them and
 converts only the small result). ``.nii.gz`` files are decompressed with python-isal when it is installed.
+
+What a volume holds (``Volume.kind``, and ``meta["kind_from"]`` says how it was decided):
+
+* ``"hu"``: Hounsfield units. DICOM: Modality CT. NIfTI / NRRD / MHA (no modality tag): the lowest value of up to
+  16 evenly spaced planes (a cheap sample, not a pass over the volume) is at most ``AIR_HU`` (-500): CT holds air
+  (-1000 HU) around and inside the body, MR and PET hold no such values.
+* ``"other"``: known not to be HU: DICOM MR, PT, SEG, ... (``meta["modality"]``), or a NIfTI / NRRD / MHA without
+  air-like values (e.g. MR).
+* ``"uint8"``: 8-bit slices (PNG/JPG folders, uint8 files and arrays). ``"unknown"``: other arrays and .npy/.npz.
+
+DICOM series (folders): files are grouped into series by SeriesInstanceUID *and* geometry (orientation, pixel
+spacing, rows x columns); the largest axial group is read (with a warning naming the others). Multi-frame
+(enhanced) files give one slice per frame, with the per-frame position, orientation and rescale of their functional
+groups. Slices are ordered by their position along the slice normal. Uneven slice spacing (a gap, a missing slice, a
+change of spacing) is an error naming the gap unless ``allow_gaps=True``: then the slices are resampled onto an even
+grid (the median spacing, adjusted so that the first and last slices are kept), each grid slice interpolated linearly
+from the two acquired slices around it, and a warning says so. A gantry tilt (slice positions that move within the
+image plane from slice to slice) is resampled onto an orthogonal grid by default (``tilt="resample"``: every slice
+is shifted within its plane by linear interpolation, exactly as SimpleITK's ``Resample`` with a linear interpolator
+would; the grid grows to hold every slice, new pixels get the volume's lowest value) or refused (``tilt="error"``).
+
+Guards before allocation: the path is ``os.stat``-ed first (FIFOs, devices and sockets are refused, symlink loops
+and permission problems are named); NIfTI, NRRD, MetaImage and .npy headers are read first and their declared size
+is compared with the file (or, for gzip, with the gzip trailer and the largest size deflate can give), and more than
+``max_voxels`` (default ``DEFAULT_MAX_VOXELS`` = 2**31) voxels are refused before anything is allocated.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
+import math
 import os
 import re
+import stat
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["VolumeReadError", "Volume", "StoredArray", "read_volume", "write_nifti", "list_supported_formats"]
+__all__ = [
+    "VolumeReadError",
+    "Volume",
+    "StoredArray",
+    "read_volume",
+    "write_nifti",
+    "list_supported_formats",
+    "DEFAULT_MAX_VOXELS",
+    "TILT_MODES",
+    "AIR_HU",
+]
 
 ARRAY_SOURCE = "<array>"
 _NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -42,6 +82,15 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _NUMPY_SUFFIXES = (".npy", ".npz")
 _NPZ_KEYS = ("volume", "image", "arr_0")
 _AXIAL_IOP = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])
+_VOLUME_FILE_SUFFIXES = (*_NIFTI_SUFFIXES, *_SITK_SUFFIXES, *_NUMPY_SUFFIXES)
+
+DEFAULT_MAX_VOXELS = 2**31  # 8 GiB as float32; read_volume(..., max_voxels=...) raises or lifts it
+TILT_MODES = ("resample", "error")
+AIR_HU = -500.0  # a NIfTI/NRRD/MHA whose sampled minimum is at most this holds air: CT in HU
+_KIND_SAMPLE_PLANES = 16
+_DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than ~1032x: a cheap bound on a gzip stream's content
+_GAP_REL_TOL, _GAP_ABS_TOL = 0.02, 0.01  # a slice step further than max(2 %, 0.01 mm) from the median is uneven
+_TILT_MIN_PIXELS = 0.25  # in-plane drift of the slice positions (pixels) from which the stack counts as tilted
 
 
 class VolumeReadError(ValueError):
@@ -88,12 +137,14 @@ class Volume:
 
     File readers fill it lazily: ``array`` is computed on first access (float32 HU for CT, uint8 for 8-bit slice
     stacks, C-contiguous (H, W, D)); ``stored()`` gives the values as read without that conversion.
+    ``kind``: "hu" (CT, Hounsfield units), "other" (known not to be HU: MR, PET, ...), "uint8" (8-bit slices) or
+    "unknown" (arrays); see the module docstring for how it is decided (``meta["kind_from"]``).
     """
 
     array: np.ndarray  # (H, W, D): float32 HU for CT, uint8 for 8-bit slice stacks
     spacing: tuple[float, float, float]  # mm (row, col, slice); (1.0, 1.0, 1.0) when unknown
     source: str  # path or "<array>"
-    kind: str  # "hu" | "uint8" | "unknown"
+    kind: str  # "hu" | "other" | "uint8" | "unknown"
     meta: dict = field(default_factory=dict)
 
     @classmethod
@@ -165,6 +216,156 @@ def _require(module: str, what: str, pip_name: str | None = None):
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _exc_text(exc: BaseException) -> str:
+    """``Type: message``, or just the type when the message is empty (no error message may end up empty)."""
+    msg = str(exc).strip()
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1000.0
+    return f"{n} bytes"  # pragma: no cover
+
+
+def _check_max_voxels(max_voxels) -> int | None:
+    if max_voxels is None:
+        return None
+    if isinstance(max_voxels, bool) or not isinstance(max_voxels, (int, np.integer)) or max_voxels < 1:
+        raise VolumeReadError(f"max_voxels must be a positive int or None, got {max_voxels!r}")
+    return int(max_voxels)
+
+
+def _check_voxel_count(label: str, shape, itemsize: int, what: str, max_voxels: int | None) -> int:
+    """Refuse a declared size over ``max_voxels`` before anything is allocated; returns the voxel count."""
+    n = math.prod(int(s) for s in shape)
+    if max_voxels is not None and n > max_voxels:
+        dims = "x".join(str(int(s)) for s in shape)
+        raise VolumeReadError(
+            f"{label}: {what} declares {dims} = {n:,} voxels ({_human_bytes(n * itemsize)}), more than "
+            f"max_voxels={max_voxels:,}; if the file is genuine, raise the limit: read_volume(..., max_voxels={n}) "
+            "(or max_voxels=None for no limit; DiaLlamaVolumeProcessor(read_options={'max_voxels': ...}))"
+        )
+    return n
+
+
+# --------------------------------------------------------------------------- paths: what is there, before opening it
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _stat_path(path: Path) -> os.stat_result:
+    """``os.stat`` the path (following links) and turn every failure into a VolumeReadError that names it."""
+    label = str(path)
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        code = exc.errno
+        if code == errno.ELOOP:
+            raise VolumeReadError(
+                f"{label}: symbolic link loop (too many levels of symbolic links: the links point back at each "
+                "other); fix or remove the link"
+            ) from None
+        if code == errno.ENOENT:
+            if os.path.islink(path):
+                raise VolumeReadError(
+                    f"{label}: broken symbolic link (its target {os.readlink(path)!r} does not exist)"
+                ) from None
+            raise VolumeReadError(f"{label}: no such file or folder (path does not exist)") from None
+        if code in (errno.EACCES, errno.EPERM):
+            raise VolumeReadError(f"{label}: permission denied (cannot access the path)") from None
+        if code == errno.ENOTDIR:
+            raise VolumeReadError(
+                f"{label}: a part of the path is a file, not a folder (path does not exist)"
+            ) from None
+        if code == errno.ENAMETOOLONG:
+            raise VolumeReadError(f"{label}: file name too long") from None
+        raise VolumeReadError(f"{label}: cannot access the path ({_exc_text(exc)})") from None
+    for test, what in _SPECIAL_FILES:
+        if test(st.st_mode):
+            raise VolumeReadError(
+                f"{label}: is {what}, not a regular file; read_volume reads regular files and folders only "
+                "(copy the data to a file first)"
+            )
+    return st
+
+
+def _open_file(path: Path, label: str, what: str):
+    """``open(path, "rb")`` with permission and other OS errors named."""
+    try:
+        return open(path, "rb")
+    except PermissionError:
+        raise VolumeReadError(f"{label}: permission denied (cannot open the file for reading)") from None
+    except OSError as exc:
+        raise VolumeReadError(f"{label}: cannot read {what} ({_exc_text(exc)})") from None
+
+
+def _file_size(path: Path) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------- gzip payload checks (no decompression)
+def _gzip_length_at_least(path: Path, start: int, need: int) -> int:
+    """Decompressed length of the gzip member(s) from byte ``start``, counted without keeping the data, stopping as
+    soon as ``need`` bytes are reached. Used only when the cheap trailer check is inconclusive."""
+    total = 0
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(path, "rb") as f:
+        f.seek(start)
+        pending = b""
+        while total < need:
+            if not pending:
+                pending = f.read(1 << 20)
+                if not pending:
+                    break
+            try:
+                total += len(d.decompress(pending, 1 << 22))
+            except zlib.error:
+                break
+            if d.eof:  # next member (multi-member gzip), if any
+                pending = d.unused_data.lstrip(b"\0")
+                d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            else:
+                pending = d.unconsumed_tail
+    return total
+
+
+def _check_gzip_payload(path: Path, label: str, start: int, need: int, what: str) -> None:
+    """Refuse a gzip stream (from ``start`` to the end of ``path``) that cannot hold ``need`` uncompressed bytes.
+
+    Cheap: deflate expands at most ~1032x; the gzip trailer's ISIZE is the uncompressed size mod 2**32. A trailer
+    that disagrees (multi-member files, trailing data) is settled by counting the decompressed bytes."""
+    size = _file_size(path)
+    if size is None or size - start < 18 or need <= 0:
+        return
+    compressed = size - start
+    if need > compressed * _DEFLATE_MAX_RATIO + 64:
+        raise VolumeReadError(
+            f"{label}: cannot read {what}: truncated or corrupt file: the header declares {need:,} bytes of data, "
+            f"but its {compressed:,} gzip-compressed bytes can hold at most about {compressed * _DEFLATE_MAX_RATIO:,}"
+        )
+    with open(path, "rb") as f:
+        f.seek(size - 4)
+        isize = struct.unpack("<I", f.read(4))[0]
+    suspicious = isize < need if need < 2**32 else isize != need % 2**32
+    if suspicious:
+        got = _gzip_length_at_least(path, start, need)
+        if got < need:
+            raise VolumeReadError(
+                f"{label}: cannot read {what}: truncated or corrupt file: the header declares {need:,} bytes, "
+                f"but the gzip data holds only {got:,} bytes"
+            )
 
 
 def _check_spacing(spacing: Any, label: str) -> tuple[float, float, float]:
@@ -262,6 +463,26 @@ def _stored(arr: np.ndarray, label: str, *, keep_uint8: bool, slope=1.0, inter=0
     return StoredArray(arr, slope, inter, dtype)
 
 
+def _kind_from_values(stored: StoredArray, meta: dict) -> str:
+    """Kind of a volume without a modality tag (NIfTI, NRRD, MHA, DICOM without Modality): "uint8" for 8-bit data,
+    else "hu" when the lowest value of up to 16 evenly spaced planes (along the slowest memory axis: whole planes,
+    a small fraction of the volume) is at most AIR_HU (air: CT in HU), else "other"."""
+    if stored.dtype == np.uint8:
+        meta["kind_from"] = "dtype"
+        return "uint8"
+    data = stored.data
+    axis = max(range(3), key=lambda i: (data.shape[i] > 1, abs(data.strides[i])))
+    n = data.shape[axis]
+    idx = np.unique(np.linspace(0, n - 1, min(n, _KIND_SAMPLE_PLANES)).round().astype(np.intp))
+    planes = [data[(slice(None),) * axis + (int(i),)] for i in idx]  # views: no copy
+    lo, hi = min(p.min() for p in planes), max(p.max() for p in planes)
+    ends = np.asarray(stored.rescale(np.array([lo, hi], dtype=data.dtype)), dtype=np.float64)
+    low = float(ends.min())
+    meta["kind_from"] = "values"
+    meta["sampled_min"] = low
+    return "hu" if low <= AIR_HU else "other"
+
+
 def _finalize(arr: np.ndarray, label: str, *, keep_uint8: bool) -> np.ndarray:
     """Validate (3D, non-empty, finite) and cast: uint8 stays uint8 if ``keep_uint8``, else float32 (C order)."""
     return _stored(arr, label, keep_uint8=keep_uint8).materialize()
@@ -356,11 +577,55 @@ def _open_nifti(nib, path: Path):
     return nib.load(str(path), mmap=False), None  # in memory: the Volume must not depend on the file later
 
 
-def _read_nifti(path: Path) -> Volume:
+def _nifti_guard(nib, path: Path, label: str, max_voxels: int | None) -> None:
+    """Read only the header (the first 540 bytes, decompressed) and refuse a declared size that the file cannot
+    hold or that is over ``max_voxels``, before nibabel allocates the data."""
+    gz = path.name.lower().endswith(".gz")
+    with _open_file(path, label, "NIfTI") as raw:
+        try:
+            if gz:
+                import gzip
+
+                with gzip.GzipFile(fileobj=raw, mode="rb") as f:
+                    head = f.read(540)
+            else:
+                head = raw.read(540)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise VolumeReadError(f"{label}: cannot read NIfTI ({_exc_text(exc)})") from None
+    klass = next((k for k in (nib.Nifti1Header, nib.Nifti2Header) if k.may_contain_header(head)), None)
+    if klass is None:
+        raise VolumeReadError(
+            f"{label}: cannot read NIfTI (no NIfTI-1 or NIfTI-2 header: {len(head)} bytes starting {head[:12]!r})"
+        )
+    try:
+        hdr = klass(head[: klass.sizeof_hdr], check=False)
+        shape = tuple(int(s) for s in hdr.get_data_shape())
+        dtype = hdr.get_data_dtype()
+        offset = int(hdr.get_data_offset())
+    except Exception as exc:
+        raise VolumeReadError(f"{label}: cannot read NIfTI (invalid header: {_exc_text(exc)})") from None
+    if any(s < 0 for s in shape):
+        raise VolumeReadError(f"{label}: cannot read NIfTI (invalid header: negative dimensions {shape})")
+    n = _check_voxel_count(label, shape, dtype.itemsize, f"the NIfTI header ({dtype})", max_voxels)
+    need = offset + n * dtype.itemsize
+    if not gz:
+        size = _file_size(path)
+        if size is not None and size < need:
+            raise VolumeReadError(
+                f"{label}: cannot read NIfTI: truncated or corrupt file: the header declares "
+                f"{'x'.join(map(str, shape))} {dtype} voxels ({n * dtype.itemsize:,} bytes from byte {offset}), "
+                f"but the file has only {size:,} bytes"
+            )
+    else:
+        _check_gzip_payload(path, label, 0, need, "NIfTI")
+
+
+def _read_nifti(path: Path, max_voxels: int | None = DEFAULT_MAX_VOXELS) -> Volume:
     nib = _require("nibabel", "reading NIfTI")
     from nibabel import orientations as nio
 
     label = str(path)
+    _nifti_guard(nib, path, label, max_voxels)
     meta: dict[str, Any] = {"format": "nifti"}
     stream = None
     try:
@@ -393,21 +658,149 @@ def _read_nifti(path: Path) -> Volume:
     except (VolumeReadError, ImportError):
         raise
     except Exception as exc:
-        raise VolumeReadError(f"{label}: cannot read NIfTI ({type(exc).__name__}: {exc})") from exc
+        raise VolumeReadError(f"{label}: cannot read NIfTI ({_exc_text(exc)})") from exc
     finally:
         if stream is not None:
             stream.close()
     stored = _stored(data.transpose(1, 0, 2), label, keep_uint8=True, slope=slope, inter=inter)  # (P, L, S)
-    kind = "uint8" if stored.dtype == np.uint8 else "hu"
+    kind = _kind_from_values(stored, meta)
     spacing = _spacing_or_default((zooms[1], zooms[0], zooms[2]), label, meta)
     return Volume._from_stored(stored, spacing, label, kind, meta)
 
 
 # --------------------------------------------------------------------------- NRRD / MetaImage
-def _read_sitk(path: Path) -> Volume:
+_NRRD_TYPE_SIZES = (  # (words in the NRRD "type" field, bytes); checked in this order
+    (("longlong", "long long", "int64", "uint64"), 8),
+    (("double",), 8),
+    (("float",), 4),
+    (("short", "int16", "uint16"), 2),
+    (("char", "int8", "uint8"), 1),
+    (("int", "int32", "uint32"), 4),
+)
+_MET_TYPE_SIZES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4, "MET_LONG": 4,
+    "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}
+
+
+def _read_header_text(path: Path, label: str, what: str, limit: int = 1 << 16) -> bytes:
+    with _open_file(path, label, what) as f:
+        return f.read(limit)
+
+
+def _nrrd_guard(path: Path, label: str, max_voxels: int | None) -> None:
+    """NRRD header (text up to the first blank line): refuse more than ``max_voxels`` voxels, and data that the file
+    (or its detached data file) cannot hold. Fields it does not understand skip the size check, not the read."""
+    head = _read_header_text(path, label, "NRRD")
+    if not head.startswith(b"NRRD"):
+        raise VolumeReadError(f"{label}: cannot read NRRD (no NRRD magic: the file starts {head[:12]!r})")
+    m = re.search(rb"\r?\n\r?\n", head)
+    text = head[: m.start() if m else len(head)].decode("latin-1")
+    fields = {}
+    for line in text.splitlines()[1:]:
+        if line.startswith("#") or ":" not in line or ":=" in line:
+            continue
+        key, value = line.split(":", 1)
+        fields[key.strip().lower()] = value.strip()
+    try:
+        sizes = [int(v) for v in fields["sizes"].split()]
+    except (KeyError, ValueError):
+        return  # SimpleITK reports it
+    type_name = fields.get("type", "").lower()
+    itemsize = next((n for words, n in _NRRD_TYPE_SIZES if any(w in type_name for w in words)), None)
+    n = _check_voxel_count(label, sizes, itemsize or 1, f"the NRRD header ({type_name or 'no type'})", max_voxels)
+    if itemsize is None:
+        return
+    need = n * itemsize
+    encoding = fields.get("encoding", "raw").lower()
+    data_file = fields.get("data file", fields.get("datafile"))
+    if data_file is None:
+        if m is None:
+            return
+        target, start = path, m.end()
+    elif " " in data_file or data_file.upper().startswith("LIST"):
+        return  # a list or pattern of data files
+    else:
+        target, start = path.parent / data_file, 0
+        if not target.is_file():
+            raise VolumeReadError(f"{label}: cannot read NRRD: its data file {str(target)!r} does not exist")
+    try:
+        skip = int(fields.get("byte skip", "0"))
+    except ValueError:
+        skip = 0
+    size = _file_size(target)
+    if encoding == "raw" and skip >= 0 and size is not None and size - start - skip < need:
+        raise VolumeReadError(
+            f"{label}: cannot read NRRD: truncated or corrupt file: the header declares {'x'.join(map(str, sizes))} "
+            f"{type_name} voxels ({need:,} bytes), but {target.name} holds only {max(size - start - skip, 0):,}"
+        )
+    if encoding in ("gzip", "gz"):
+        _check_gzip_payload(target, label, start, need + max(skip, 0), "NRRD")
+
+
+def _metaimage_guard(path: Path, label: str, max_voxels: int | None) -> None:
+    """MetaImage header (``Key = Value`` lines up to ElementDataFile): as ``_nrrd_guard``."""
+    head = _read_header_text(path, label, "MetaImage")
+    fields, data_start = {}, None
+    pos = 0
+    for raw_line in head.splitlines(keepends=True):
+        pos += len(raw_line)
+        line = raw_line.decode("latin-1").strip()
+        if "=" not in line:
+            continue
+        key, value = (s.strip() for s in line.split("=", 1))
+        fields[key.lower()] = value
+        if key.lower() == "elementdatafile":
+            data_start = pos
+            break
+    try:
+        dims = [int(v) for v in fields["dimsize"].split()]
+    except (KeyError, ValueError):
+        raise VolumeReadError(f"{label}: cannot read MetaImage (no valid DimSize in the header)") from None
+    channels = int(fields.get("elementnumberofchannels", "1") or 1)
+    itemsize = _MET_TYPE_SIZES.get(fields.get("elementtype", "").upper())
+    n = _check_voxel_count(label, [*dims, channels], itemsize or 1, "the MetaImage header", max_voxels)
+    data_file = fields.get("elementdatafile", "")
+    if itemsize is None or data_start is None or not data_file:
+        return
+    if data_file.upper() == "LOCAL":
+        target, start = path, data_start
+    elif " " in data_file or "%" in data_file or data_file.upper() == "LIST":
+        return
+    else:
+        target, start = path.parent / data_file, 0
+        if not target.is_file():
+            raise VolumeReadError(f"{label}: cannot read MetaImage: its data file {str(target)!r} does not exist")
+    size = _file_size(target)
+    if size is None:
+        return
+    header_size = int(fields.get("headersize", "0") or 0)
+    start += max(header_size, 0)
+    available = size - start
+    need = n * itemsize
+    compressed = fields.get("compresseddata", "false").lower() == "true"
+    if compressed:
+        declared = int(fields.get("compresseddatasize", "0") or 0)
+        if declared > available or need > available * _DEFLATE_MAX_RATIO + 64:
+            raise VolumeReadError(
+                f"{label}: cannot read MetaImage: truncated or corrupt file: {need:,} bytes declared, "
+                f"{available:,} compressed bytes in {target.name}"
+            )
+    elif header_size >= 0 and available < need:
+        raise VolumeReadError(
+            f"{label}: cannot read MetaImage: truncated or corrupt file: the header declares "
+            f"{'x'.join(map(str, dims))} voxels ({need:,} bytes), but {target.name} holds only {max(available, 0):,}"
+        )
+
+
+def _read_sitk(path: Path, max_voxels: int | None = DEFAULT_MAX_VOXELS) -> Volume:
     sitk = _require("SimpleITK", f"reading {_suffix(path)}")
     label = str(path)
     meta: dict[str, Any] = {"format": _suffix(path).lstrip(".")}
+    if _suffix(path) in (".nrrd", ".nhdr"):
+        _nrrd_guard(path, label, max_voxels)
+    else:
+        _metaimage_guard(path, label, max_voxels)
     try:
         img = sitk.ReadImage(label)
         if img.GetDimension() == 4 and img.GetSize()[3] == 1:
@@ -426,9 +819,9 @@ def _read_sitk(path: Path) -> Volume:
     except (VolumeReadError, ImportError):
         raise
     except Exception as exc:
-        raise VolumeReadError(f"{label}: cannot read {meta['format']} ({type(exc).__name__}: {exc})") from exc
+        raise VolumeReadError(f"{label}: cannot read {meta['format']} ({_exc_text(exc)})") from exc
     stored = _stored(data.transpose(1, 2, 0), label, keep_uint8=True)  # (y, x, z) = (H, W, D)
-    kind = "uint8" if stored.dtype == np.uint8 else "hu"
+    kind = _kind_from_values(stored, meta)
     return Volume._from_stored(stored, _spacing_or_default((sy, sx, sz), label, meta), label, kind, meta)
 
 
@@ -449,14 +842,25 @@ def _reorient_lps(arr: np.ndarray, dirs: np.ndarray, spacing, label: str):
 
 
 def _dcm_float_list(ds, keyword: str, n: int):
-    val = ds.get(keyword)
+    val = ds.get(keyword) if ds is not None else None
     if val is None:
         return None
     try:
         out = [float(v) for v in val]
     except (TypeError, ValueError):
         return None
-    return out if len(out) == n else None
+    return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def _dcm_float(ds, keyword: str):
+    val = ds.get(keyword) if ds is not None else None
+    if val is None or val == "":
+        return None
+    try:
+        out = float(val)
+    except (TypeError, ValueError):
+        return None
+    return out if np.isfinite(out) else None
 
 
 def _modality_lut():
@@ -467,12 +871,120 @@ def _modality_lut():
     return apply_modality_lut
 
 
-def _read_dicom_headers(files: list[Path], pydicom):
-    """Headers of the readable image DICOMs among ``files``; returns (datasets, n_skipped)."""
-    headers, skipped = [], 0
+def _decoder_hint(ds) -> str:
+    """What to install for the transfer syntax of ``ds``."""
+    ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    uid = str(ts or "")
+    name = getattr(ts, "name", uid) or "unknown"
+    if uid in ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91") or uid.startswith("1.2.840.10008.1.2.4.20"):
+        return f"{name} needs a JPEG 2000 decoder: pip install pylibjpeg pylibjpeg-openjpeg (part of dia-llama[io])"
+    if uid.startswith("1.2.840.10008.1.2.4."):
+        return f"{name} needs a JPEG decoder: pip install pylibjpeg pylibjpeg-libjpeg (or: pip install python-gdcm)"
+    return (
+        f"transfer syntax {name}; compressed transfer syntaxes need a decoder: pip install pylibjpeg "
+        "pylibjpeg-openjpeg (JPEG 2000), pylibjpeg-libjpeg or python-gdcm (JPEG, JPEG-LS)"
+    )
+
+
+@dataclass
+class _Frame:
+    """One 2D image: a single-frame file (``index`` None) or one frame of a multi-frame file."""
+
+    ds: Any  # the file's header (no pixel data)
+    path: str
+    index: int | None
+    uid: str
+    rows: int
+    cols: int
+    iop: list | None
+    ipp: list | None
+    ps: list | None
+    slope: float | None = None  # from the functional groups (multi-frame); None: the file's Modality LUT module
+    inter: float | None = None
+
+    def describe(self) -> str:
+        name = Path(self.path).name
+        if self.index is not None:
+            return f"{name} frame {self.index + 1}"
+        inst = self.ds.get("InstanceNumber")
+        return f"{name} (instance {inst})" if inst not in (None, "") else name
+
+
+def _fg_value(per, shared, seq: str, keyword: str, n: int | None = None):
+    """A value from a per-frame functional group item, else from the shared one (enhanced multi-frame DICOM)."""
+    for item in (per, shared):
+        sub = item.get(seq) if item is not None else None
+        if sub:
+            value = _dcm_float_list(sub[0], keyword, n) if n else _dcm_float(sub[0], keyword)
+            if value is not None:
+                return value
+    return None
+
+
+def _frames_of(ds, path: str) -> list[_Frame]:
+    """The 2D images of one DICOM file, with their geometry (per frame for enhanced multi-frame files)."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "").strip()
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    n = int(ds.get("NumberOfFrames") or 1)
+    iop = _dcm_float_list(ds, "ImageOrientationPatient", 6)
+    ipp = _dcm_float_list(ds, "ImagePositionPatient", 3)
+    ps = _dcm_float_list(ds, "PixelSpacing", 2)
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per_seq = ds.get("PerFrameFunctionalGroupsSequence")
+    if n == 1 and shared is None and not per_seq:
+        return [_Frame(ds, path, None, uid, rows, cols, iop, ipp, ps)]
+    frames = []
+    for i in range(n):
+        per = per_seq[i] if per_seq and i < len(per_seq) else None
+        frames.append(
+            _Frame(
+                ds, path, i, uid, rows, cols,
+                _fg_value(per, shared, "PlaneOrientationSequence", "ImageOrientationPatient", 6) or iop,
+                _fg_value(per, shared, "PlanePositionSequence", "ImagePositionPatient", 3),
+                _fg_value(per, shared, "PixelMeasuresSequence", "PixelSpacing", 2) or ps,
+                _fg_value(per, shared, "PixelValueTransformationSequence", "RescaleSlope"),
+                _fg_value(per, shared, "PixelValueTransformationSequence", "RescaleIntercept"),
+            )
+        )
+    if n > 1 and ipp is not None and any(f.ipp is None for f in frames):
+        # classic multi-frame: one position plus frame offsets along the normal (RT dose, NM, ...)
+        normal = np.cross(*np.reshape(iop if iop is not None else _AXIAL_IOP, (2, 3)))
+        offsets = _dcm_float_list(ds, "GridFrameOffsetVector", n)
+        if offsets is not None and offsets[0] != 0:  # absolute positions along the normal
+            offsets = [o - offsets[0] for o in offsets]
+        if offsets is None:
+            sbs = _dcm_float(ds, "SpacingBetweenSlices")
+            offsets = None if sbs is None else [i * sbs for i in range(n)]
+        if offsets is not None:
+            for f, off in zip(frames, offsets):
+                f.ipp = (np.asarray(ipp) + off * normal).tolist()
+    return frames
+
+
+def _slice_thickness(fr: _Frame) -> float | None:
+    """Slice spacing from the tags, for a single slice or slices without positions."""
+    ds = fr.ds
+    shared_seq = ds.get("SharedFunctionalGroupsSequence")
+    shared = shared_seq[0] if shared_seq else None
+    per_seq = ds.get("PerFrameFunctionalGroupsSequence")
+    per = per_seq[fr.index] if per_seq and fr.index is not None and fr.index < len(per_seq) else None
+    for keyword in ("SpacingBetweenSlices", "SliceThickness"):
+        value = _fg_value(per, shared, "PixelMeasuresSequence", keyword) or _dcm_float(ds, keyword)
+        if value:
+            return value
+    return None
+
+
+def _read_dicom_headers(files: list[Path], pydicom, label: str):
+    """Frames of the readable image DICOMs among ``files``; returns (frames, n_skipped, unreadable names)."""
+    frames, skipped, denied = [], 0, []
     for f in files:
         try:
             ds = pydicom.dcmread(str(f), stop_before_pixels=True)
+        except PermissionError:
+            denied.append(f.name)
+            continue
         except Exception:  # not DICOM (README, thumbnails, garbage) -> skipped
             skipped += 1
             continue
@@ -480,123 +992,350 @@ def _read_dicom_headers(files: list[Path], pydicom):
             skipped += 1
             continue
         ds.filename = str(f)
-        headers.append(ds)
-    return headers, skipped
+        try:
+            frames.extend(_frames_of(ds, str(f)))
+        except Exception as exc:
+            raise VolumeReadError(f"{label}: cannot read the DICOM header of {f.name} ({_exc_text(exc)})") from exc
+    return frames, skipped, denied
 
 
-def _read_dicom(source: Path, files: list[Path]) -> Volume:
+def _same(a, b, atol: float, rtol: float = 0.0) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.allclose(a, b, atol=atol, rtol=rtol))
+
+
+def _group_frames(frames: list[_Frame]) -> list[list[_Frame]]:
+    """Series = same SeriesInstanceUID (empty counts as one value) and geometry: size, orientation, pixel spacing."""
+    groups: list[list[_Frame]] = []
+    for fr in frames:
+        for g in groups:
+            h = g[0]
+            if (
+                h.uid == fr.uid
+                and (h.rows, h.cols) == (fr.rows, fr.cols)
+                and _same(h.iop, fr.iop, 1e-3)
+                and _same(h.ps, fr.ps, 1e-4, 1e-3)
+            ):
+                g.append(fr)
+                break
+        else:
+            groups.append([fr])
+    return groups
+
+
+def _describe_group(g: list[_Frame]) -> str:
+    h = g[0]
+    ps = "x".join(f"{v:g}" for v in h.ps) + " mm pixels" if h.ps else "no pixel spacing"
+    iop = "[" + ", ".join(f"{v:.3g}" for v in h.iop) + "]" if h.iop else "none"
+    return (
+        f"{h.uid or '<empty SeriesInstanceUID>'}: {len(g)} slice(s) of {h.rows}x{h.cols}, {ps}, orientation {iop}"
+    )
+
+
+def _is_axial(g: list[_Frame]) -> bool:
+    iop = g[0].iop
+    return iop is None or bool(np.allclose(np.abs(iop), _AXIAL_IOP, atol=0.1))
+
+
+def _uneven_steps(chosen: list[_Frame], z: np.ndarray, steps: np.ndarray, bad: np.ndarray, nominal: float):
+    """(text naming the uneven steps, list of dicts for meta)."""
+    parts, records = [], []
+    for i in bad.tolist():
+        d = float(steps[i])
+        ratio = d / nominal
+        missing = round(ratio) - 1
+        note = f" (about {missing} missing slice{'s' if missing > 1 else ''})" if missing >= 1 and abs(
+            ratio - round(ratio)) < 0.1 else ""
+        parts.append(
+            f"{d:.2f} mm between {chosen[i].describe()} at {z[i]:.2f} mm and "
+            f"{chosen[i + 1].describe()} at {z[i + 1]:.2f} mm{note}"
+        )
+        records.append({"mm": round(d, 4), "between": [chosen[i].describe(), chosen[i + 1].describe()]})
+    shown = "; ".join(parts[:3]) + (f"; and {len(parts) - 3} more" if len(parts) > 3 else "")
+    return shown, records
+
+
+def _axis_weights(n_in: int, n_out: int, shift: float):
+    """Linear interpolation along one axis as ITK/SimpleITK does it: output index j samples the input at the
+    continuous index j + shift; inside the image when -0.5 <= index < n_in - 0.5 (edge pixels extend half a pixel)."""
+    idx = np.arange(n_out, dtype=np.float64) + shift
+    inside = (idx >= -0.5) & (idx < n_in - 0.5)
+    i0 = np.clip(np.floor(idx), 0, n_in - 1).astype(np.intp)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    w = np.clip(idx - i0, 0.0, 1.0)
+    return i0, i1, w, inside
+
+
+def _shift_slice(sl: np.ndarray, dr: float, dc: float, out_shape, fill: float) -> np.ndarray:
+    """Output pixel (r, c) = ``sl`` at continuous (r + dr, c + dc), bilinear; ``fill`` outside the slice."""
+    i0, i1, w, in_r = _axis_weights(sl.shape[0], out_shape[0], dr)
+    x = sl.astype(np.float64)
+    x = x[i0] * (1.0 - w)[:, None] + x[i1] * w[:, None]
+    j0, j1, v, in_c = _axis_weights(sl.shape[1], out_shape[1], dc)
+    x = x[:, j0] * (1.0 - v) + x[:, j1] * v
+    x[~in_r, :] = fill
+    x[:, ~in_c] = fill
+    return x
+
+
+def _untilt(stack: np.ndarray, a: np.ndarray, b: np.ndarray, rs: float, cs: float):
+    """Shift slice k of ``stack`` (R, C, n) by its in-plane offset (``a[k]`` mm along the columns, ``b[k]`` mm along
+    the rows) onto one orthogonal grid that holds every slice; new pixels get the volume's lowest value.
+    Returns (array, (a0, b0): the grid's offset from the first slice's origin in mm)."""
+    rows, cols, n = stack.shape
+    a0, b0 = float(a.min()), float(b.min())
+    out_r = rows + max(0, math.ceil((float(b.max()) - b0) / rs - 1e-3))
+    out_c = cols + max(0, math.ceil((float(a.max()) - a0) / cs - 1e-3))
+    fill = float(stack.min())
+    out = np.empty((out_r, out_c, n), np.float32)
+
+    def snap(shift: float) -> float:  # whole-pixel shifts up to rounding noise are copies
+        return float(round(shift)) if abs(shift - round(shift)) < 1e-7 else float(shift)
+
+    for k in range(n):
+        dr, dc = snap((b0 - b[k]) / rs), snap((a0 - a[k]) / cs)
+        out[:, :, k] = _shift_slice(stack[:, :, k], dr, dc, (out_r, out_c), fill)
+    return out, (a0, b0)
+
+
+def _even_slices(stack: np.ndarray, z: np.ndarray, n_out: int) -> np.ndarray:
+    """Resample (R, C, n) slices at positions ``z`` (ascending) onto ``n_out`` even positions from z[0] to z[-1];
+    each output slice is interpolated linearly between the two acquired slices around it (or copied where the grid
+    meets an acquired slice)."""
+    grid = z[0] + (z[-1] - z[0]) * np.arange(n_out) / (n_out - 1)
+    k = np.clip(np.searchsorted(z, grid, side="right") - 1, 0, len(z) - 2)
+    w = (grid - z[k]) / (z[k + 1] - z[k])
+    out = np.empty(stack.shape[:2] + (n_out,), np.float32)
+    for j in range(n_out):
+        lo, wj = int(k[j]), float(w[j])
+        if wj < 1e-6:
+            out[:, :, j] = stack[:, :, lo]
+        elif wj > 1 - 1e-6:
+            out[:, :, j] = stack[:, :, lo + 1]
+        else:
+            out[:, :, j] = (1.0 - wj) * stack[:, :, lo].astype(np.float64) + wj * stack[:, :, lo + 1]
+    return out
+
+
+def _frame_pixels(fr: _Frame, pydicom, label: str, cache: dict, lut) -> np.ndarray:
+    """One frame's real values (Modality LUT / rescale applied, per frame for enhanced files) as float32 (R, C)."""
+    entry = cache.get(fr.path)
+    if entry is None:
+        ds_h = fr.ds
+        n = int(ds_h.get("NumberOfFrames") or 1)
+        ts = getattr(getattr(ds_h, "file_meta", None), "TransferSyntaxUID", None)
+        if ts is not None and not getattr(ts, "is_compressed", True):
+            bits = int(ds_h.get("BitsAllocated") or 16)
+            n_px = fr.rows * fr.cols * n * int(ds_h.get("SamplesPerPixel") or 1)
+            expected = (n_px + 7) // 8 if bits == 1 else n_px * bits // 8
+            size = _file_size(Path(fr.path))
+            if size is not None and size < expected:
+                raise VolumeReadError(
+                    f"{label}: {Path(fr.path).name} is truncated: its header declares {expected:,} bytes of pixel "
+                    f"data ({fr.rows}x{fr.cols}x{n}, {bits} bits), but the file has only {size:,} bytes"
+                )
+        try:
+            ds = pydicom.dcmread(fr.path)
+            px = np.asarray(ds.pixel_array)
+        except (VolumeReadError, ImportError):
+            raise
+        except PermissionError:
+            raise VolumeReadError(f"{label}: permission denied reading {fr.path}") from None
+        except Exception as exc:
+            compressed = ts is None or getattr(ts, "is_compressed", True)
+            hint = _decoder_hint(fr.ds) if compressed else "the file may be truncated or corrupt"
+            raise VolumeReadError(
+                f"{label}: cannot decode DICOM pixel data of {fr.path} ({_exc_text(exc)}); {hint}"
+            ) from exc
+        entry = (ds, px.reshape((-1, fr.rows, fr.cols)))
+        if fr.index is not None:  # keep multi-frame files decoded for their other frames
+            cache[fr.path] = entry
+    ds, px = entry
+    frame = px[fr.index or 0]
+    if fr.slope is not None or fr.inter is not None:
+        slope = 1.0 if fr.slope is None else fr.slope
+        inter = 0.0 if fr.inter is None else fr.inter
+        values = frame.astype(np.float64) * slope + inter if (slope, inter) != (1.0, 0.0) else frame
+    else:
+        values = lut(frame, ds)
+    return np.asarray(values, dtype=np.float32)
+
+
+def _read_dicom(
+    source: Path,
+    files: list[Path],
+    *,
+    allow_gaps: bool = False,
+    tilt: str = "resample",
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
+) -> Volume:
     pydicom = _require("pydicom", "reading DICOM")
     label = str(source)
-    headers, skipped = _read_dicom_headers(files, pydicom)
-    if not headers:
+    frames, skipped, denied = _read_dicom_headers(files, pydicom, label)
+    if not frames:
         if source.is_file():
+            if denied:
+                raise VolumeReadError(f"{label}: permission denied (cannot open the file for reading)")
             raise VolumeReadError(f"{label}: not a valid DICOM image file (unreadable or no pixel data)")
+        if not files:
+            raise VolumeReadError(f"{label}: no DICOM files in {label}: the folder is empty")
         n_sub = sum(1 for p in source.iterdir() if p.is_dir())
         hint = f"; it has {n_sub} subfolder(s), pass a series folder" if n_sub else ""
-        raise VolumeReadError(f"{label}: no DICOM files in {label} ({skipped} non-DICOM file(s) skipped{hint})")
-
-    series: dict[str, list] = {}
-    for ds in headers:
-        series.setdefault(str(ds.get("SeriesInstanceUID", "<no SeriesInstanceUID>")), []).append(ds)
-
-    def is_axial(items) -> bool:
-        iop = _dcm_float_list(items[0], "ImageOrientationPatient", 6)
-        return iop is None or bool(np.allclose(np.abs(iop), _AXIAL_IOP, atol=0.1))
-
-    uid = max(series, key=lambda u: (is_axial(series[u]), len(series[u])))
-    chosen = series[uid]
-    if len(series) > 1:
-        sizes = ", ".join(f"{u} ({len(v)} files)" for u, v in series.items())
-        warnings.warn(
-            f"{label}: found {len(series)} series [{sizes}]; using the largest axial one {uid} ({len(chosen)} slices)"
+        denied_txt = (
+            f"; {len(denied)} file(s) not readable (permission denied): {', '.join(denied[:3])}" if denied else ""
         )
+        raise VolumeReadError(
+            f"{label}: no DICOM files in {label} ({skipped} non-DICOM file(s) skipped{denied_txt}{hint})"
+        )
+
+    groups = _group_frames(frames)
+    chosen = max(groups, key=lambda g: (_is_axial(g), len(g)))
+    if len(groups) > 1:
+        others = "; ".join(_describe_group(g) for g in groups)
+        warnings.warn(
+            f"{label}: found {len(groups)} series (by SeriesInstanceUID and geometry) [{others}]; using the largest "
+            f"axial one ({_describe_group(chosen)})"
+        )
+    first = chosen[0]
+    modality = str(first.ds.get("Modality", "") or "").strip()
     meta: dict[str, Any] = {
         "format": "dicom",
-        "series_uid": uid,
-        "n_series_found": len(series),
+        "series_uid": first.uid,
+        "n_series_found": len(groups),
         "n_files_skipped": skipped,
-        "modality": str(chosen[0].get("Modality", "")),
+        "modality": modality,
     }
+    if denied:
+        meta["files_unreadable"] = denied
+    if any(fr.index is not None for fr in chosen):
+        meta["multi_frame"] = True
+        meta["n_files"] = len({fr.path for fr in chosen})
+    spp = int(first.ds.get("SamplesPerPixel") or 1)
+    if spp != 1:
+        raise VolumeReadError(
+            f"{label}: {first.describe()} is colour DICOM ({spp} samples per pixel), not a greyscale volume"
+        )
 
-    # Geometry: all slices must share size and orientation.
-    first = chosen[0]
-    rows, cols = int(first.Rows), int(first.Columns)
-    for ds in chosen[1:]:
-        if (int(ds.Rows), int(ds.Columns)) != (rows, cols):
-            raise VolumeReadError(
-                f"{label}: slices differ in size within series {uid}: {ds.filename} is "
-                f"{int(ds.Rows)}x{int(ds.Columns)} (Rows x Columns), {first.filename} is {rows}x{cols}"
-            )
-    iop = _dcm_float_list(first, "ImageOrientationPatient", 6)
+    iop = first.iop
     if iop is None:
         iop = _AXIAL_IOP.tolist()
         meta["orientation_assumed"] = True
-    for ds in chosen[1:]:
-        other = _dcm_float_list(ds, "ImageOrientationPatient", 6)
-        if other is not None and not np.allclose(other, iop, atol=1e-2):
-            raise VolumeReadError(f"{label}: slices have different ImageOrientationPatient ({ds.filename})")
     row_cos, col_cos = np.array(iop[:3]), np.array(iop[3:])  # along a row (col index), along a column (row index)
+    if np.linalg.norm(row_cos) > 0 and np.linalg.norm(col_cos) > 0:  # unit length (DS strings are rounded)
+        row_cos, col_cos = row_cos / np.linalg.norm(row_cos), col_cos / np.linalg.norm(col_cos)
     normal = np.cross(row_cos, col_cos)
     meta["image_orientation_patient"] = [float(v) for v in iop]
+    ps = first.ps or [None, None]
+    rs, cs = (ps[0] or 1.0), (ps[1] or 1.0)
 
-    # Slice order: position along the normal, falling back to InstanceNumber.
-    positions = [_dcm_float_list(ds, "ImagePositionPatient", 3) for ds in chosen]
-    thickness = first.get("SpacingBetweenSlices") or first.get("SliceThickness")
-    slice_sp = float(thickness) if thickness else None
-    if all(p is not None for p in positions):
-        z = np.array([float(np.dot(p, normal)) for p in positions])
-        order = np.argsort(z, kind="stable")
-        chosen, z = [chosen[i] for i in order], z[order]
-        if len(z) > 1:
-            gaps = np.diff(z)
-            if (gaps < 1e-3).any():
-                i = int(np.argmax(gaps < 1e-3))
-                raise VolumeReadError(
-                    f"{label}: duplicate slice positions ({z[i]:.3f} mm) in "
-                    f"{chosen[i].filename} and {chosen[i + 1].filename}"
-                )
-            slice_sp = float(np.median(gaps))
-            if gaps.max() - gaps.min() > 0.01 * slice_sp + 1e-3:
-                meta["slice_spacing_range"] = (float(gaps.min()), float(gaps.max()))
-                warnings.warn(
-                    f"{label}: non-uniform slice spacing ({gaps.min():.3f}-{gaps.max():.3f} mm); "
-                    f"using median {slice_sp:.3f}"
-                )
-    else:
-        if len(chosen) > 1:
-            warnings.warn(f"{label}: ImagePositionPatient missing; ordering slices by InstanceNumber")
-        meta["sorted_by"] = "InstanceNumber"
-        chosen = sorted(chosen, key=lambda ds: int(ds.get("InstanceNumber") or 0))
-
-    apply_modality_lut = _modality_lut()
-    slices = []
-    has_rescale = False
-    for ds_h in chosen:
-        f = ds_h.filename
-        try:
-            ds = pydicom.dcmread(f)
-            if int(ds.get("NumberOfFrames") or 1) > 1 or int(ds.get("SamplesPerPixel") or 1) != 1:
-                raise VolumeReadError(
-                    f"{label}: {f} is multi-frame or colour DICOM, which is not supported "
-                    "(convert to a series or NIfTI)"
-                )
-            px = ds.pixel_array  # (Rows, Cols)
-            has_rescale |= "RescaleSlope" in ds or "RescaleIntercept" in ds
-            slices.append(np.asarray(apply_modality_lut(px, ds), dtype=np.float32))
-        except (VolumeReadError, ImportError):
-            raise
-        except Exception as exc:
+    # Slice order and geometry (headers only: every refusal comes before any pixel data is decoded).
+    slice_sp = _slice_thickness(first)
+    z = a = b = None
+    n_out, tilted, bad = len(chosen), False, np.zeros(0, np.intp)
+    if len(chosen) > 1 and all(fr.ipp is not None for fr in chosen):
+        pos = np.array([fr.ipp for fr in chosen], dtype=np.float64)
+        zz = pos @ normal
+        order = np.argsort(zz, kind="stable")
+        chosen, pos, z = [chosen[i] for i in order], pos[order], zz[order]
+        steps = np.diff(z)
+        if (steps < 1e-3).any():
+            i = int(np.argmax(steps < 1e-3))
+            many = " (the series holds more than one volume: time points, echoes, segments or repeated slices?)"
             raise VolumeReadError(
-                f"{label}: cannot decode DICOM pixel data of {f} ({type(exc).__name__}: {exc}); compressed transfer "
-                "syntaxes may need: pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
-            ) from exc
-    arr = np.stack(slices, axis=-1)  # (Rows, Cols, S): rows along col_cos, cols along row_cos, slices along normal
-    ps = _dcm_float_list(first, "PixelSpacing", 2) or [None, None]
-    spacing = _spacing_or_default((ps[0], ps[1], slice_sp), label, meta)
+                f"{label}: duplicate slice positions ({z[i]:.3f} mm along the slice normal) in "
+                f"{chosen[i].describe()} and {chosen[i + 1].describe()}{many if meta.get('multi_frame') else ''}"
+            )
+        rel = pos - pos[0]
+        a, b = rel @ row_cos, rel @ col_cos  # in-plane drift of each slice's origin (mm along columns, rows)
+        drift = max(float(np.abs(a).max()) / cs, float(np.abs(b).max()) / rs)
+        tilted = drift > _TILT_MIN_PIXELS
+        tilt_txt = ""
+        if tilted:
+            angle = math.degrees(math.atan2(math.hypot(a[-1], b[-1]), z[-1] - z[0]))
+            meta["gantry_tilt_deg"] = round(angle, 3)
+            tag = _dcm_float(first.ds, "GantryDetectorTilt")
+            if tag is not None:
+                meta["gantry_detector_tilt_tag"] = tag
+            tilt_txt = (
+                f"gantry tilt of {angle:.1f} deg (the slice positions drift {drift:.1f} pixels within the image "
+                f"plane over the series)"
+            )
+        nominal = float(np.median(steps))
+        bad = np.flatnonzero(np.abs(steps - nominal) > max(_GAP_REL_TOL * nominal, _GAP_ABS_TOL))
+        if bad.size:
+            shown, records = _uneven_steps(chosen, z, steps, bad, nominal)
+            n_out = max(2, round(float(z[-1] - z[0]) / nominal) + 1)
+            grid = float((z[-1] - z[0]) / (n_out - 1))
+            meta["slice_spacing_range"] = (float(steps.min()), float(steps.max()))
+            if not allow_gaps:
+                also = f" The series also has a {tilt_txt}." if tilted else ""
+                raise VolumeReadError(
+                    f"{label}: slice gap / uneven slice spacing along the slice normal: the median step is "
+                    f"{nominal:.2f} mm, but {shown} ({bad.size} uneven step(s) among {len(steps)}).{also} "
+                    f"Pass allow_gaps=True to read it anyway: the slices are then resampled onto an even {grid:.2f} mm "
+                    "grid, interpolated linearly between the acquired slices"
+                )
+            meta["slice_gaps"] = records
+            meta["n_slices_acquired"] = len(chosen)
+            meta["slice_grid_mm"] = grid
+            warnings.warn(
+                f"{label}: slice gap / uneven slice spacing ({shown}); allow_gaps=True: resampled onto an even "
+                f"{grid:.3f} mm grid ({n_out} slices from {len(chosen)} acquired, interpolated linearly)"
+            )
+            slice_sp = grid
+        else:
+            slice_sp = float((z[-1] - z[0]) / (len(z) - 1))
+        if tilted and tilt == "error":
+            raise VolumeReadError(
+                f"{label}: {tilt_txt}: stacking the slices as they are would shear the volume. Pass tilt='resample' "
+                "to resample it onto an orthogonal grid (or correct the tilt with dcm2niix first)"
+            )
+    elif len(chosen) > 1:
+        multi = any(fr.index is not None for fr in chosen)
+        what = "frame order" if multi and len({fr.path for fr in chosen}) == 1 else "InstanceNumber"
+        warnings.warn(f"{label}: ImagePositionPatient missing; ordering slices by {what}")
+        meta["sorted_by"] = what
+        chosen = sorted(chosen, key=lambda fr: (int(fr.ds.get("InstanceNumber") or 0), fr.index or 0))
+
+    out_r, out_c = first.rows, first.cols
+    if tilted:
+        out_r += math.ceil((float(b.max()) - float(b.min())) / rs)
+        out_c += math.ceil((float(a.max()) - float(a.min())) / cs)
+    _check_voxel_count(label, (out_r, out_c, max(n_out, len(chosen))), 4, "the DICOM series", max_voxels)
+
+    lut = _modality_lut()
+    cache: dict = {}
+    arr = np.empty((first.rows, first.cols, len(chosen)), np.float32)
+    for k, fr in enumerate(chosen):  # (Rows, Cols, S): rows along col_cos, cols along row_cos, slices along normal
+        arr[:, :, k] = _frame_pixels(fr, pydicom, label, cache, lut)
+    cache.clear()
+    if tilted:
+        arr, (a0, b0) = _untilt(arr, a, b, rs, cs)
+        origin = np.asarray(chosen[0].ipp, np.float64) + a0 * row_cos + b0 * col_cos
+        meta["tilt"] = "resampled"
+        meta["tilt_grid_origin"] = [float(v) for v in origin]
+        warnings.warn(
+            f"{label}: {meta['gantry_tilt_deg']:.1f} deg gantry tilt: slices resampled onto an orthogonal grid "
+            f"({arr.shape[0]}x{arr.shape[1]} pixels per slice, was {first.rows}x{first.cols}); pass tilt='error' "
+            "to refuse tilted series instead"
+        )
+    if bad.size:
+        arr = _even_slices(arr, z, n_out)
+    ps_known = [ps[0], ps[1], slice_sp]
+    spacing = _spacing_or_default(ps_known, label, meta)
     arr, spacing = _reorient_lps(arr, np.stack([col_cos, row_cos, normal], axis=1), spacing, label)
-    meta["n_slices"] = len(slices)
-    kind = "hu" if meta["modality"].upper() == "CT" or has_rescale else "unknown"
-    return Volume._from_stored(_stored(arr, label, keep_uint8=False), spacing, label, kind, meta)
+    meta["n_slices"] = arr.shape[2] if arr.ndim == 3 else 0
+    stored = _stored(arr, label, keep_uint8=False)
+    if modality.upper() == "CT":
+        kind = "hu"
+        meta["kind_from"] = "modality"
+    elif modality:
+        kind = "other"
+        meta["kind_from"] = "modality"
+    else:
+        kind = _kind_from_values(stored, meta)
+    return Volume._from_stored(stored, spacing, label, kind, meta)
 
 
 # --------------------------------------------------------------------------- image slice folders
@@ -622,7 +1361,7 @@ def _read_image_folder(folder: Path, files: list[Path]) -> Volume:
         except VolumeReadError:
             raise
         except Exception as exc:
-            raise VolumeReadError(f"{label}: cannot read image slice {f.name} ({type(exc).__name__}: {exc})") from exc
+            raise VolumeReadError(f"{label}: cannot read image slice {f.name} ({_exc_text(exc)})") from exc
         if size0 is None:
             size0 = sl.shape
         elif sl.shape != size0:
@@ -637,10 +1376,40 @@ def _read_image_folder(folder: Path, files: list[Path]) -> Volume:
 
 
 # --------------------------------------------------------------------------- numpy / in-memory
-def _read_numpy_file(path: Path, axis_order: str) -> Volume:
-    label = str(path)
+def _npy_guard(f, available: int | None, label: str, what: str, max_voxels: int | None) -> None:
+    """Read a .npy header from ``f`` (at its start) and refuse a declared array over ``max_voxels`` or larger than
+    the ``available`` bytes, before numpy allocates it."""
+    from numpy.lib import format as npformat
+
+    start = f.tell()
     try:
-        if _suffix(path) == ".npy":
+        version = npformat.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = npformat.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = npformat.read_array_header_2_0(f)
+        else:
+            return  # numpy reports what it does not support
+    except Exception as exc:
+        raise VolumeReadError(f"{label}: cannot read {what} (invalid .npy header: {_exc_text(exc)})") from None
+    if dtype.hasobject:
+        return  # np.load(allow_pickle=False) refuses it
+    n = _check_voxel_count(label, shape, dtype.itemsize, f"the {what} header ({dtype})", max_voxels)
+    need = f.tell() - start + n * dtype.itemsize
+    if available is not None and available < need:
+        raise VolumeReadError(
+            f"{label}: cannot read {what}: truncated or corrupt file: the header declares an array of shape "
+            f"{tuple(shape)} {dtype} ({need:,} bytes with the header), but it holds only {available:,} bytes"
+        )
+
+
+def _read_numpy_file(path: Path, axis_order: str, max_voxels: int | None = DEFAULT_MAX_VOXELS) -> Volume:
+    label = str(path)
+    what = _suffix(path)
+    try:
+        if what == ".npy":
+            with _open_file(path, label, what) as f:
+                _npy_guard(f, _file_size(path), label, what, max_voxels)
             arr = np.load(label, allow_pickle=False)
         else:
             with np.load(label, allow_pickle=False) as z:
@@ -650,11 +1419,14 @@ def _read_numpy_file(path: Path, axis_order: str) -> Volume:
                     raise VolumeReadError(
                         f"{label}: .npz has arrays {keys}; expected a single array or one named {list(_NPZ_KEYS)}"
                     )
+                member = key if key in z.zip.namelist() else f"{key}.npy"
+                with z.zip.open(member) as f:
+                    _npy_guard(f, z.zip.getinfo(member).file_size, f"{label} (array {key!r})", what, max_voxels)
                 arr = z[key]
     except VolumeReadError:
         raise
     except Exception as exc:
-        raise VolumeReadError(f"{label}: cannot read {_suffix(path)} ({type(exc).__name__}: {exc})") from exc
+        raise VolumeReadError(f"{label}: cannot read {what} ({_exc_text(exc)})") from exc
     vol = _from_array(arr, axis_order, label, lazy=True)  # the array was loaded here: no one else holds it
     vol.meta["format"] = _suffix(path).lstrip(".")
     return vol
@@ -670,7 +1442,7 @@ def _from_array(arr: np.ndarray, axis_order: str, label: str, *, lazy: bool = Fa
     hwd = _axes_to_hwd(arr, axis_order, label)
     stored = _stored(hwd, label, keep_uint8=True)
     kind = "uint8" if stored.dtype == np.uint8 else "unknown"
-    meta = {"format": "array", "axis_order": axis_order.upper()}
+    meta = {"format": "array", "axis_order": axis_order.upper(), "kind_from": "dtype" if kind == "uint8" else "array"}
     if lazy:
         return Volume._from_stored(stored, (1.0, 1.0, 1.0), label, kind, meta)
     # a caller's array: converted now, as before (kept lazily, the caller's later changes to it would show)
@@ -678,25 +1450,42 @@ def _from_array(arr: np.ndarray, axis_order: str, label: str, *, lazy: bool = Fa
 
 
 # --------------------------------------------------------------------------- dispatch
-def read_volume(source, *, axis_order: str | None = None, spacing=None) -> Volume:
+def read_volume(
+    source,
+    *,
+    axis_order: str | None = None,
+    spacing=None,
+    allow_gaps: bool = False,
+    tilt: str = "resample",
+    max_voxels: int | None = DEFAULT_MAX_VOXELS,
+) -> Volume:
     """Read a CT volume into the canonical (H, W, D) LPS layout (see module docstring).
 
     ``source``: a ``.nii``/``.nii.gz``, ``.nrrd``/``.nhdr``/``.mha``/``.mhd``, ``.npy``/``.npz`` or DICOM
-    file, a DICOM series folder, a folder of PNG/JPG/BMP/TIF slices, a numpy array or a torch tensor.
-    A single 2D DICOM file gives a volume of depth 1.
+    file (single- or multi-frame), a DICOM series folder, a folder of PNG/JPG/BMP/TIF slices, a numpy array or a
+    torch tensor. A single 2D DICOM file gives a volume of depth 1.
     ``axis_order``: axes of an array / ``.npy`` / ``.npz`` input (default "HWD"; also "DHW", "WHD",
     "CHWD", "HWDC", "CDHW", ... with a unit channel axis C); not allowed for other formats.
     ``spacing``: (row, col, slice) mm in the canonical order; overrides the file's spacing
     (which is kept in ``meta["spacing_from_file"]``).
+    ``allow_gaps`` (DICOM): read a series with a slice gap, a missing slice or uneven spacing (resampled onto an
+    even grid, with a warning; ``meta["slice_gaps"]``) instead of refusing it.
+    ``tilt`` (DICOM): "resample" (default: a gantry-tilted series is resampled onto an orthogonal grid, with a
+    warning; ``meta["tilt"]``) or "error" (refuse it).
+    ``max_voxels``: refuse files whose header declares more voxels (checked before anything is allocated);
+    None for no limit.
     Raises VolumeReadError (a ValueError) naming the source and the problem; ImportError naming
     the package to install when an optional reader is missing.
     """
+    if tilt not in TILT_MODES:
+        raise VolumeReadError(f"tilt must be one of {TILT_MODES}, got {tilt!r}")
+    max_voxels = _check_max_voxels(max_voxels)
     if isinstance(source, np.ndarray) or _is_torch_tensor(source):
         arr = _tensor_to_numpy(source) if _is_torch_tensor(source) else source
         vol = _from_array(arr, axis_order or "HWD", ARRAY_SOURCE)
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        vol = _read_path(path, axis_order)
+        vol = _read_path(path, axis_order, allow_gaps=bool(allow_gaps), tilt=tilt, max_voxels=max_voxels)
     else:
         raise VolumeReadError(f"{source!r}: unsupported source type {type(source).__name__}")
     if spacing is not None:
@@ -705,27 +1494,66 @@ def read_volume(source, *, axis_order: str | None = None, spacing=None) -> Volum
     return vol
 
 
-def _read_path(path: Path, axis_order: str | None) -> Volume:
+def _list_folder(path: Path, label: str):
+    """(regular files, subfolders, names of other entries) of a folder, hidden names left out."""
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except PermissionError:
+        raise VolumeReadError(f"{label}: permission denied (cannot list the folder)") from None
+    except OSError as exc:
+        raise VolumeReadError(f"{label}: cannot list the folder ({_exc_text(exc)})") from None
+    files, subdirs, odd = [], [], []
+    for e in entries:
+        if e.name.startswith("."):
+            continue
+        try:
+            if e.is_file():  # follows links; False for FIFOs, devices, sockets, broken links and loops
+                files.append(Path(e.path))
+            elif e.is_dir():
+                subdirs.append(Path(e.path))
+            else:
+                odd.append(e.name)
+        except OSError:
+            odd.append(e.name)
+    return files, subdirs, odd
+
+
+def _read_path(path: Path, axis_order: str | None, *, allow_gaps: bool = False, tilt: str = "resample",
+               max_voxels: int | None = DEFAULT_MAX_VOXELS) -> Volume:
     label = str(path)
-    if not path.exists():
-        raise VolumeReadError(f"{label}: no such file or folder (path does not exist)")
+    st = _stat_path(path)
+    is_dir = stat.S_ISDIR(st.st_mode)
     suffix = _suffix(path)
-    if axis_order is not None and not (path.is_file() and suffix in _NUMPY_SUFFIXES):
+    if axis_order is not None and not (not is_dir and suffix in _NUMPY_SUFFIXES):
         raise VolumeReadError(f"{label}: axis_order is only for arrays and .npy/.npz files (this source has its own)")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if is_dir:
+        files, _subdirs, odd = _list_folder(path, label)
+        volumes = [p for p in files if _suffix(p) in _VOLUME_FILE_SUFFIXES]
+        if volumes:
+            names = ", ".join(p.name for p in volumes[:3]) + (", ..." if len(volumes) > 3 else "")
+            rest = len(files) - len(volumes)
+            mixed = f" and {rest} other file(s)" if rest else ""
+            raise VolumeReadError(
+                f"{label}: the folder holds {len(volumes)} volume file(s) ({names}){mixed}; a folder is read as one "
+                "DICOM series or one stack of image slices: pass one volume file instead"
+            )
         n_img = sum(p.suffix.lower() in _IMAGE_SUFFIXES for p in files)
         if n_img and 2 * n_img >= len(files):
             return _read_image_folder(path, files)
-        return _read_dicom(path, files)
+        if not files and odd:
+            raise VolumeReadError(
+                f"{label}: no regular files in the folder, only {len(odd)} other entr(ies) "
+                f"(FIFOs, devices, sockets or broken links: {', '.join(odd[:3])})"
+            )
+        return _read_dicom(path, files, allow_gaps=allow_gaps, tilt=tilt, max_voxels=max_voxels)
     if suffix in _NIFTI_SUFFIXES:
-        return _read_nifti(path)
+        return _read_nifti(path, max_voxels)
     if suffix in _SITK_SUFFIXES:
-        return _read_sitk(path)
+        return _read_sitk(path, max_voxels)
     if suffix in _NUMPY_SUFFIXES:
-        return _read_numpy_file(path, axis_order or "HWD")
+        return _read_numpy_file(path, axis_order or "HWD", max_voxels)
     if suffix in _DICOM_SUFFIXES or suffix == "":
-        return _read_dicom(path, [path])
+        return _read_dicom(path, [path], allow_gaps=allow_gaps, tilt=tilt, max_voxels=max_voxels)
     if suffix in _IMAGE_SUFFIXES:
         raise VolumeReadError(f"{label}: a single 2D image is not a volume; pass the folder of slices")
     raise VolumeReadError(

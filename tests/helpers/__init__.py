@@ -1,1 +1,1 @@
-"""Test helpers (fixture builders, servers) imported by the tests; not tests themselves."""
+"""Test helpers (fixture builders, servers, reference readers) imported by the tests as `helpers.<module>`."""
