@@ -1,7 +1,9 @@
 """Tests of the synthetic chest-CT benchmark (dia_llama.data.synthetic). Offline, small volumes."""
 
+import hashlib
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +259,107 @@ def test_report_agrees_with_labels(ds):
             if d in f:
                 kind = f[d]["kind"]
                 assert (kind.split()[0] if kind != "port catheter" else "port") in report.lower()
+
+
+# ----------------------------------------------------------------------------------------------- golden outputs
+# Fingerprints of the generator's output recorded from the single-module generator (before the issue #22 refactor):
+# the package must reproduce every case and every benchmark file exactly. Regenerate only for an intended change
+# of the generator (then bump GENERATOR_VERSION): `python tests/test_synthetic.py --record`.
+GOLDEN_PATH = Path(__file__).with_name("synthetic_golden.json")
+_GOLDEN_SIZES = ((48, 40, 24), (64, 64, 32))
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _array_sha(a: np.ndarray) -> str:
+    a = np.ascontiguousarray(a)
+    return _sha(f"{a.dtype.str}{a.shape}".encode() + a.tobytes())
+
+
+def _golden_label_sets(ds):
+    """(name, labels) covering no finding, every finding at once and two random mixes."""
+    names = [d for d in DISEASE_SETS[ds] if d != "no finding"]
+    mixes = sample_labels(np.random.default_rng(11), 2, ds, prevalence={d: 0.5 for d in names})
+    return [("none", {}), ("all", {d: 1 for d in names}), ("mix0", mixes[0]), ("mix1", mixes[1])]
+
+
+def _golden_cases():
+    """Fingerprints of make_case outputs: {key: {"hu", "spacing", "report", "labels", "findings", "anatomy", "masks"}}."""
+    out = {}
+    for ds in ("chexpert14", "ctrate18"):
+        for size in _GOLDEN_SIZES:
+            for seed, (name, labels) in enumerate(_golden_label_sets(ds)):
+                hu, sp, report, info = make_case(np.random.default_rng(seed), labels, ds, size, return_masks=True)
+                out[f"{ds}/{'x'.join(map(str, size))}/{name}/seed{seed}"] = {
+                    "hu": _array_sha(hu), "spacing": list(sp), "report": _sha(report.encode()),
+                    "labels": _sha(json.dumps(info["labels"]).encode()),
+                    "findings": _sha(json.dumps(info["findings"]).encode()),
+                    "anatomy": _sha(json.dumps(info["anatomy"]).encode()),
+                    "masks": {k: _array_sha(m) for k, m in info["masks"].items()},
+                }
+    _, sp, report, info = make_case(np.random.default_rng(5), {"edema": 1}, "chexpert14", (32, 32, 16),
+                                    spacing=(10, 10, 15))
+    out["chexpert14/32x32x16/spacing10x10x15/edema/seed5"] = {"spacing": list(sp), "report": _sha(report.encode()),
+                                                              "findings": _sha(json.dumps(info["findings"]).encode())}
+    return out
+
+
+def _golden_benchmark_files(root: Path) -> dict:
+    """Fingerprints of the benchmark files: text files byte for byte, NIfTI by voxels + affine + dtype (so that a
+    different zlib / nibabel header writer does not matter)."""
+    import nibabel as nib
+
+    out = {}
+    for p in sorted(root.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(root).as_posix()
+        if rel.endswith(".nii.gz"):
+            img = nib.load(p)
+            data = np.asarray(img.dataobj)
+            out[rel] = _sha(_array_sha(data).encode() + np.asarray(img.affine, np.float64).tobytes()
+                            + str(img.get_data_dtype()).encode())
+        else:
+            out[rel] = _sha(p.read_bytes())
+    return out
+
+
+def _golden_benchmarks(tmp: Path) -> dict:
+    out = {}
+    for name, kwargs in (("chexpert14_6x48x48x24", dict(num_cases=6, seed=0, disease_set="chexpert14")),
+                         ("ctrate18_6x48x48x24", dict(num_cases=6, seed=1, disease_set="ctrate18"))):
+        synthesize_benchmark(tmp / name, volume_size=(48, 48, 24), progress=False, **kwargs)
+        out[name] = _golden_benchmark_files(tmp / name)
+    return out
+
+
+def test_make_case_reproduces_golden_outputs():
+    golden = json.loads(GOLDEN_PATH.read_text())["make_case"]
+    now = _golden_cases()
+    assert now.keys() == golden.keys()
+    bad = {k: [f for f in golden[k] if golden[k][f] != now[k][f]] for k in golden if golden[k] != now[k]}
+    assert not bad, bad
+
+
+def test_benchmark_reproduces_golden_files(tmp_path):
+    pytest.importorskip("nibabel")
+    golden = json.loads(GOLDEN_PATH.read_text())["synthesize_benchmark"]
+    now = _golden_benchmarks(tmp_path)
+    for name in golden:
+        assert now[name].keys() >= golden[name].keys(), name
+        bad = [f for f in golden[name] if golden[name][f] != now[name][f]]
+        assert not bad, (name, bad)
+
+
+if __name__ == "__main__":
+    import sys
+    import tempfile
+
+    if sys.argv[1:] != ["--record"]:
+        raise SystemExit("usage: python tests/test_synthetic.py --record  (rewrites tests/synthetic_golden.json)")
+    with tempfile.TemporaryDirectory() as tmp:
+        golden = {"make_case": _golden_cases(), "synthesize_benchmark": _golden_benchmarks(Path(tmp))}
+    GOLDEN_PATH.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {GOLDEN_PATH}")
