@@ -168,7 +168,8 @@ def _case(ds, labels, seed):
     return _BASE[key]
 
 
-@pytest.mark.parametrize("ds,disease", [(ds, d) for ds in ("chexpert14", "ctrate18") for d in DISEASE_SETS[ds] if d != "no finding"])
+@pytest.mark.parametrize("ds,disease", [(ds, d) for ds in ("chexpert14", "ctrate18") for d in DISEASE_SETS[ds]
+                                        if d != "no finding"])
 def test_each_finding_is_visible(ds, disease):
     for seed in range(3):
         h0, _, _, i0 = _case(ds, {}, seed)
@@ -202,7 +203,8 @@ def test_finding_is_local_and_absent_case_unchanged():
 # ----------------------------------------------------------------------------------------------- reports
 _POSITIVE = {
     "chexpert14": {
-        "enlarged cardiomediastinum": r"widened|enlarged lymph node", "cardiomegaly": r"cardiomegaly|heart( shadow)? is enlarged",
+        "enlarged cardiomediastinum": r"widened|enlarged lymph node",
+        "cardiomegaly": r"cardiomegaly|heart( shadow)? is enlarged",
         "lung opacity": r"ground-glass opacit", "lung lesion": r"nodule|\bmass\b", "edema": r"edema",
         "consolidation": r"consolidation", "pneumonia": r"pneumonia", "atelectasis": r"atelectasis",
         "pneumothorax": r"pneumothorax", "pleural effusion": r"pleural effusion",
@@ -261,8 +263,24 @@ def test_report_agrees_with_labels(ds):
                 assert (kind.split()[0] if kind != "port catheter" else "port") in report.lower()
 
 
+def test_finding_tables_are_consistent():
+    from dia_llama.data.synthetic.constants import FINDING_KIND, RANDOM_STREAMS
+    from dia_llama.data.synthetic.findings import FINDING_KINDS, MODIFY_ORDER, PAINT_ORDER
+    from dia_llama.data.synthetic.reports import ABNORMAL_SENTENCES, REPORT_LAYOUT
+
+    kinds = {kind for table in FINDING_KIND.values() for kind in table.values()}
+    assert kinds == set(FINDING_KINDS) == set(ABNORMAL_SENTENCES) and kinds <= set(RANDOM_STREAMS)
+    assert all(len(set(table.values())) == len(table) for table in FINDING_KIND.values())  # one kind per disease
+    assert {k for k, v in FINDING_KINDS.items() if v.modify_anatomy} == set(MODIFY_ORDER)
+    assert {k for k, v in FINDING_KINDS.items() if v.paint} == set(PAINT_ORDER)
+    for ds, layout in REPORT_LAYOUT.items():  # every finding of the set is said somewhere in its report
+        said = {getattr(item, "replaced_by", None) for item in layout}
+        said |= {k for item in layout for k in getattr(item, "members", ())}
+        assert set(FINDING_KIND[ds].values()) <= said, ds
+
+
 # ----------------------------------------------------------------------------------------------- golden outputs
-# Fingerprints of the generator's output recorded from the single-module generator (before the issue #22 refactor):
+# Fingerprints of the generator's output, recorded from the single-module generator before the issue #22 refactor:
 # the package must reproduce every case and every benchmark file exactly. Regenerate only for an intended change
 # of the generator (then bump GENERATOR_VERSION): `python tests/test_synthetic.py --record`.
 GOLDEN_PATH = Path(__file__).with_name("synthetic_golden.json")
@@ -286,7 +304,8 @@ def _golden_label_sets(ds):
 
 
 def _golden_cases():
-    """Fingerprints of make_case outputs: {key: {"hu", "spacing", "report", "labels", "findings", "anatomy", "masks"}}."""
+    """Fingerprints of make_case outputs: {key: {"hu", "spacing", "report", "labels", "findings", "anatomy",
+    "masks"}}."""
     out = {}
     for ds in ("chexpert14", "ctrate18"):
         for size in _GOLDEN_SIZES:
