@@ -26,18 +26,24 @@ Modules, in the order a case is made:
 * ``render``: the canvas (HU, tissue map, per-finding records) and the drawing of the anatomy.
 * ``reports``: sentence tables and report assembly.
 * ``labels``, ``case`` (``make_case``), ``benchmark`` (``synthesize_benchmark``).
+* ``locations``: where each finding is (per-disease region masks, their bitmask files, patch-grid pooling).
 """
 
 from .benchmark import synthesize_benchmark
 from .case import make_case
 from .constants import DEFAULT_PREVALENCE, GENERATOR_VERSION, SPLITS
 from .labels import sample_labels
+from .locations import dilate_patch_grid, finding_masks, patch_grid_shape, pool_to_patch_grid
 
 __all__ = [
     "DEFAULT_PREVALENCE",
     "GENERATOR_VERSION",
     "SPLITS",
+    "dilate_patch_grid",
+    "finding_masks",
     "make_case",
+    "patch_grid_shape",
+    "pool_to_patch_grid",
     "sample_labels",
     "synthesize_benchmark",
 ]

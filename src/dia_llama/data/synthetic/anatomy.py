@@ -77,6 +77,7 @@ class Lung:
     apex_si: float
     shoulder_si: float  # the cross-section narrows from here to the apex
     collapse: float = 1.0  # pneumothorax: < 1 shrinks the lung towards its medial border
+    diaphragm_raise_mm: float = 0.0  # atelectasis: how far base_si was raised (recorded for the finding's region)
 
 
 @dataclass

@@ -13,6 +13,14 @@ from .case import default_spacing, make_case
 from .constants import GENERATOR_VERSION, SPLITS
 from .geometry import rounded
 from .labels import disease_names, resolve_prevalence, sample_labels
+from .locations import (
+    MASK_FOLDER,
+    disease_extents,
+    disease_regions,
+    encode_finding_bits,
+    manifest_location_fields,
+    mask_dtype,
+)
 
 
 def _split_sizes(n: int, fractions) -> np.ndarray:
@@ -91,24 +99,33 @@ def _synthesize_case(job):
     """Worker: generate and write case `i` (top-level for spawn-safe pickling)."""
     from ...volume_io import write_nifti
 
-    i, case_id, labels, disease_set, volume_size, spacing, seed, out_dir = job
+    i, case_id, labels, disease_set, volume_size, spacing, seed, out_dir, with_masks = job
     rng = np.random.default_rng([seed, i])
-    hu, spacing, report, info = make_case(rng, labels, disease_set, volume_size, spacing)
+    hu, spacing, report, info = make_case(rng, labels, disease_set, volume_size, spacing, return_regions=with_masks)
     volume = f"volumes/{case_id}.nii.gz"
     write_nifti(Path(out_dir) / volume, hu, spacing, dtype=np.int16)
-    return {"id": case_id, "volume": volume, "report": report, "labels": info["labels"],
-            "spacing": [rounded(s, 4) for s in spacing], "findings": info["findings"]}
+    record = {"id": case_id, "volume": volume, "report": report, "labels": info["labels"],
+              "spacing": [rounded(s, 4) for s in spacing], "findings": info["findings"]}
+    if with_masks:
+        location = manifest_location_fields(case_id, info["labels"], info["regions"], disease_set)
+        bits = encode_finding_bits(info["regions"], list(info["labels"]), hu.shape)
+        write_nifti(Path(out_dir) / location["finding_mask"], bits, spacing, dtype=bits.dtype)
+        record.update(location)
+    return record
 
 
 def synthesize_benchmark(out_dir, num_cases: int = 300, seed: int = 0, disease_set: str = "chexpert14",
                          volume_size=(128, 128, 64), prevalence=None, split_fractions=(0.7, 0.1, 0.2),
-                         num_workers: int = 1, progress: bool = True, spacing=None) -> Path:
-    """Write OUT_DIR/volumes/<id>.nii.gz, OUT_DIR/manifest.jsonl and OUT_DIR/benchmark.json; return the manifest
-    path.
+                         num_workers: int = 1, progress: bool = True, spacing=None,
+                         write_finding_masks: bool = True) -> Path:
+    """Write OUT_DIR/volumes/<id>.nii.gz, OUT_DIR/findings/<id>.nii.gz, OUT_DIR/manifest.jsonl and
+    OUT_DIR/benchmark.json; return the manifest path.
 
     Manifest lines: {"id", "volume" (relative path), "report", "labels" (every disease of the set), "split",
-    "spacing", "findings" (parameters per present disease)}. Splits are stratified so that every class with
-    >= 3 positives has positives in every split. Output is identical for any `num_workers`.
+    "spacing", "findings" (parameters per present disease), "finding_mask", "finding_extent", "finding_boxes"
+    (where each present finding is; see ``locations``; left out with ``write_finding_masks=False``)}. Splits are
+    stratified so that every class with >= 3 positives has positives in every split. Output is identical for any
+    `num_workers`.
     """
     from tqdm.auto import tqdm
 
@@ -122,12 +139,14 @@ def synthesize_benchmark(out_dir, num_cases: int = 300, seed: int = 0, disease_s
     prev = resolve_prevalence(disease_set, prevalence)
     out = Path(out_dir)
     (out / "volumes").mkdir(parents=True, exist_ok=True)
+    if write_finding_masks:
+        (out / MASK_FOLDER).mkdir(exist_ok=True)
     rng = np.random.default_rng(seed)
     labels = sample_labels(rng, num_cases, disease_set, prev, min_positives=min(3, num_cases // 10))
     splits = _stratified_split(labels, names, split_fractions, rng)
     width = max(5, len(str(num_cases - 1)))
-    jobs = [(i, f"synth_{i:0{width}d}", labels[i], disease_set, volume_size, spacing, seed, str(out))
-            for i in range(num_cases)]
+    jobs = [(i, f"synth_{i:0{width}d}", labels[i], disease_set, volume_size, spacing, seed, str(out),
+             bool(write_finding_masks)) for i in range(num_cases)]
     records = []
     with tqdm(total=num_cases, desc="synthesize", disable=not progress) as bar:
         if num_workers > 1:
@@ -147,6 +166,7 @@ def synthesize_benchmark(out_dir, num_cases: int = 300, seed: int = 0, disease_s
             line = {"id": record["id"], "volume": record["volume"], "report": record["report"],
                     "labels": record["labels"], "split": split, "spacing": record["spacing"],
                     "findings": record["findings"]}
+            line.update({k: record[k] for k in ("finding_mask", "finding_extent", "finding_boxes") if k in record})
             fh.write(json.dumps(line, sort_keys=False) + "\n")
     counts = {s: splits.count(s) for s in SPLITS}
     settings = {
@@ -156,5 +176,13 @@ def synthesize_benchmark(out_dir, num_cases: int = 300, seed: int = 0, disease_s
         "split_fractions": [float(f) for f in split_fractions], "split_counts": counts,
         "label_counts": {d: int(sum(r[d] for r in labels)) for d in names},
     }
+    if write_finding_masks:
+        settings["finding_masks"] = {
+            "folder": MASK_FOLDER, "dtype": np.dtype(mask_dtype(len(names))).name,
+            "bits": {d: i for i, d in enumerate(names)}, "extent": disease_extents(disease_set),
+            "region": disease_regions(disease_set),
+            "note": "bit i of findings/<id>.nii.gz = the i-th disease; regions are drawn voxels at the volume size "
+                    "(before the one-voxel partial-volume blur); global findings have no region",
+        }
     (out / "benchmark.json").write_text(json.dumps(settings, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -9,6 +9,7 @@ from .constants import FINDING_KIND, FOV_MM, RANDOM_STREAMS, Tissue
 from .findings import FINDING_KINDS, MODIFY_ORDER, PAINT_ORDER
 from .geometry import Grid, rounded
 from .labels import normalize_labels
+from .locations import finding_regions
 from .render import Canvas, render_anatomy
 from .reports import compose_report
 
@@ -37,7 +38,7 @@ def _smooth_and_add_noise(canvas: Canvas, noise_rng, noise_sd) -> np.ndarray:
 
 
 def make_case(rng: np.random.Generator, labels: dict, disease_set: str = "chexpert14", volume_size=(128, 128, 64),
-              spacing=None, *, return_masks: bool = False):
+              spacing=None, *, return_masks: bool = False, return_regions: bool = False):
     """One synthetic chest CT with the given findings.
 
     Args:
@@ -45,11 +46,13 @@ def make_case(rng: np.random.Generator, labels: dict, disease_set: str = "chexpe
         labels: {disease: 0|1}; missing diseases are 0, "no finding" is derived.
         volume_size: (H, W, D) voxels. spacing: mm (row, col, slice); default FOV 360x360x300 mm / volume_size.
         return_masks: add boolean (H, W, D) masks to info["masks"]: body, lung (aerated lung field before
-            findings), heart, bone, and "finding:<disease>" for every painted finding.
+            findings), heart, bone, and "finding:<disease>" (its region) for every present finding.
+        return_regions: add info["regions"] = {disease: boolean (H, W, D) region} for every present finding
+            ("no finding" has none); see ``locations`` for what each region is. Recording them draws nothing.
 
     Returns:
         (hu int16 (H, W, D), spacing, report, info) with info = {"labels", "findings": {disease: params},
-        "anatomy": {...}} (+ "masks").
+        "anatomy": {...}} (+ "masks", "regions").
     """
     volume_size = tuple(int(v) for v in volume_size)
     if len(volume_size) != 3 or min(volume_size) < 8:
@@ -96,10 +99,12 @@ def make_case(rng: np.random.Generator, labels: dict, disease_set: str = "chexpe
                     "cardiothoracic_ratio": rounded(heart.cardiothoracic_ratio, 2),
                     "contrast": anatomy.contrast, "noise_hu": rounded(anatomy.hu.noise_sd)},
     }
+    regions = finding_regions(canvas, present) if return_masks or return_regions else {}
     if return_masks:
         masks = {"body": canvas.tissue != Tissue.AIR, "lung": base_lung, "heart": canvas.tissue == Tissue.HEART,
                  "bone": canvas.tissue == Tissue.BONE}
-        for kind, disease in present.items():
-            masks[f"finding:{disease}"] = canvas.records.get(kind, np.zeros(grid.shape, bool))
+        masks.update({f"finding:{disease}": region for disease, region in regions.items()})
         info["masks"] = masks
+    if return_regions:
+        info["regions"] = regions
     return hu, spacing, report, info

@@ -57,6 +57,7 @@ def raise_diaphragm(anatomy: Anatomy, rng) -> AtelectasisParams:
     side, lobe = choose_location(rng, lobes=("lower", "lower", "lower", "middle", "upper"))
     raise_mm = rng.uniform(10, 20)
     anatomy.lungs[side].base_si += raise_mm
+    anatomy.lungs[side].diaphragm_raise_mm = raise_mm
     return AtelectasisParams(side=side, lobe=lobe, diaphragm_raise_mm=int(round(raise_mm)))
 
 

@@ -319,9 +319,7 @@ def paint_mosaic(canvas: Canvas, rng, params=None) -> MosaicParams:
     delta = np.where(patch > 0, dense * patch, lucent * patch)
     canvas.hu[index] += delta
     canvas.tissue[index] = np.where(np.abs(patch) > 0.3, Tissue.LESION, canvas.tissue[index])
-    record = np.zeros(grid.shape, bool)
-    record[index] = np.abs(delta) > 20
-    canvas.records["mosaic"] = record
+    canvas.records["mosaic"] = parenchyma  # every modulated voxel (diffuse)
     return MosaicParams(dense_delta_hu=int(round(dense)), lucent_delta_hu=-int(round(lucent)))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .anatomy import Anatomy, Vessel, effective_lung, lung_shape
@@ -28,6 +30,8 @@ class Canvas:
         self.tissue = np.zeros(grid.shape, np.uint8)  # (H, W, D) Tissue codes
         self.lung_side = np.zeros(grid.shape, np.uint8)  # 1 right lung, 2 left lung (shape before structures)
         self.records: dict[str, np.ndarray] = {}
+        self.cardiac_silhouette: np.ndarray | None = None  # (H, W, D) bool: heart, pericardium, epicardial fat
+        self.heart: np.ndarray | None = None  # (H, W, D) bool: the blood-filled heart as drawn
         self.lung_field: np.ndarray | None = None  # (H, W, D) bool
         self.cavity_2d: np.ndarray | None = None  # (H, W) bool, thoracic cavity
         self.cavity_radius_2d: np.ndarray | None = None  # (H, W) normalised cavity superellipse radius
@@ -131,7 +135,8 @@ def _draw_lungs(canvas: Canvas) -> None:
     grid, anatomy = canvas.grid, canvas.anatomy
     hu, cavity = anatomy.hu, anatomy.cavity
     vol, tissue = canvas.hu, canvas.tissue
-    halfgap = np.full(grid.shape[2], anatomy.mediastinum_width / 2.0, np.float32)  # (D,)
+    normal_halfgap = np.full(grid.shape[2], anatomy.mediastinum_width / 2.0, np.float32)  # (D,)
+    halfgap = normal_halfgap
     widening = anatomy.mediastinal_widening
     if widening is not None:
         si = grid.axes[2]
@@ -153,6 +158,16 @@ def _draw_lungs(canvas: Canvas) -> None:
             rim = full & ~aerated & (tissue != Tissue.BONE)
             vol[rim], tissue[rim] = -1000.0, Tissue.PNEUMOTHORAX
             canvas.record("pneumothorax", EVERYWHERE, rim)
+            # the collapsed outline bulges past the normal one at the medial base: that lung is moved too
+            canvas.record("pneumothorax", EVERYWHERE, aerated & ~full & (tissue != Tissue.BONE))
+        # regions of the findings that changed the lung's shape (no draws): the lung given up to them
+        if widening is not None:
+            normal = lung_shape(grid, lung, canvas.cavity_2d, anatomy.midline_rl, normal_halfgap)
+            canvas.record("mediastinum", EVERYWHERE, normal & ~full & (tissue != Tissue.BONE))
+        if lung.diaphragm_raise_mm > 0:
+            unraised = dataclasses.replace(collapsed, base_si=collapsed.base_si - lung.diaphragm_raise_mm)
+            normal = lung_shape(grid, unraised, canvas.cavity_2d, anatomy.midline_rl, halfgap)
+            canvas.record("atelectasis", EVERYWHERE, normal & ~aerated & (tissue != Tissue.BONE))
 
 
 def _draw_heart(canvas: Canvas, thorax_3d) -> None:
@@ -162,6 +177,7 @@ def _draw_heart(canvas: Canvas, thorax_3d) -> None:
     layers = ((heart.fat_mm + heart.pericardial_effusion_mm, hu.mediastinal_fat, Tissue.MEDIASTINAL_FAT, None),
               (heart.pericardial_effusion_mm, heart.pericardial_hu, Tissue.FLUID, "pericardial_effusion"),
               (0.0, hu.blood, Tissue.HEART, None))
+    canvas.cardiac_silhouette, canvas.heart = np.zeros(grid.shape, bool), np.zeros(grid.shape, bool)
     for extra, layer_hu, code, record in layers:
         if code == Tissue.FLUID and heart.pericardial_effusion_mm <= 0:
             continue
@@ -169,9 +185,11 @@ def _draw_heart(canvas: Canvas, thorax_3d) -> None:
         found = ellipsoid(grid, heart.center, radii, heart.axis_angle)
         if found is not None:
             box, q = found
-            canvas.paint(box, (q <= 1.0) & thorax_3d[box], layer_hu, code,
-                         allowed=MEDIASTINUM_OR_LUNG + (Tissue.FLUID,),
-                         record=record)
+            painted = canvas.paint(box, (q <= 1.0) & thorax_3d[box], layer_hu, code,
+                                   allowed=MEDIASTINUM_OR_LUNG + (Tissue.FLUID,), record=record)
+            canvas.cardiac_silhouette[box] |= painted
+            if code == Tissue.HEART:
+                canvas.heart[box] |= painted
 
 
 def _draw_mediastinal_tubes(canvas: Canvas, lowest_base_si: float) -> None:
