@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .anatomy import finish_anatomy, sample_anatomy
-from .constants import FINDING_KIND, FOV_MM, RANDOM_STREAMS, Tissue
+from .constants import FINDING_KIND, FOV_MM, RANDOM_STREAMS, Tissue, tissue_in
 from .findings import FINDING_KINDS, MODIFY_ORDER, PAINT_ORDER
 from .geometry import Grid, rounded
 from .labels import normalize_labels
@@ -29,7 +29,7 @@ def _smooth_and_add_noise(canvas: Canvas, noise_rng, noise_sd) -> np.ndarray:
             smoothed = v.copy()
             smoothed[1:-1] = 0.25 * v[:-2] + 0.5 * v[1:-1] + 0.25 * v[2:]
             vol = np.moveaxis(smoothed, 0, axis)
-    bloom = np.isin(canvas.tissue, (Tissue.METAL, Tissue.CALCIUM))  # metal and calcium bloom
+    bloom = tissue_in(canvas.tissue, (Tissue.METAL, Tissue.CALCIUM))  # metal and calcium bloom
     if bloom.any():
         vol = np.where(bloom, np.maximum(vol, canvas.hu), vol)
     noise = noise_rng.standard_normal(canvas.grid.shape, dtype=np.float32)

@@ -6,6 +6,10 @@ Changing RANDOM_STREAMS, the prevalences or any number here changes the generate
 
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 GENERATOR_VERSION = "1.0"
 FOV_MM = (360.0, 360.0, 300.0)  # default field of view (AP, RL, SI); spacing = FOV / volume_size
 SPLITS = ("train", "validation", "test")
@@ -123,6 +127,18 @@ class Tissue:
     LESION = 16
     CALCIUM = 17
     COUNT = 18
+
+
+@functools.cache
+def _tissue_lookup(codes: tuple[int, ...]) -> np.ndarray:
+    table = np.zeros(256, bool)
+    table[list(codes)] = True
+    return table
+
+
+def tissue_in(tissue: np.ndarray, codes) -> np.ndarray:
+    """``np.isin(tissue, codes)`` for a uint8 tissue map, by table lookup (several times faster on small boxes)."""
+    return _tissue_lookup(tuple(int(c) for c in codes))[tissue]
 
 
 LUNG_TISSUES = (Tissue.LUNG, Tissue.PULMONARY_VESSEL, Tissue.AIRWAY, Tissue.AIRWAY_WALL)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .anatomy import apex_scale, effective_lung, lung_point
-from .constants import LOBE_WINDOWS, SIDES, Tissue
+from .constants import LOBE_WINDOWS, SIDES, Tissue, tissue_in
 from .finding_params import (
     AtelectasisParams,
     BronchiectasisParams,
@@ -293,7 +293,7 @@ def paint_septal(canvas: Canvas, rng, params=None) -> SeptalParams:
     """Interlobular septal lines in the lung periphery, lower zones (70 %) or both lungs."""
     grid, lungs = canvas.grid, canvas.anatomy.lungs
     lower = bool(rng.random() < 0.7)
-    region = peripheral_region(canvas, 0.6) & np.isin(canvas.tissue, (Tissue.LUNG, Tissue.LESION))
+    region = peripheral_region(canvas, 0.6) & tissue_in(canvas.tissue, (Tissue.LUNG, Tissue.LESION))
     if lower:
         top_si = max(lung.base_si + 0.6 * (lung.apex_si - lung.base_si) for lung in lungs.values())
         region &= (grid.axes[2] < top_si)[None, None, :]

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 
 from .anatomy import Anatomy, Vessel, effective_lung, lung_shape
-from .constants import LUNG_TISSUES, SIDES, Tissue
+from .constants import LUNG_TISSUES, SIDES, Tissue, tissue_in
 from .geometry import Grid, ellipsoid, segment_distance, superellipse_radius
 
 EVERYWHERE = (slice(None),) * 3  # the whole volume as a box
@@ -44,7 +44,7 @@ class Canvas:
         `allowed`) (& `within`) over `box` (slices); record the painted voxels under finding kind `record`.
         Returns the painted mask (box-shaped)."""
         hu_box, tissue_box = self.hu[box], self.tissue[box]
-        painted = mask if allowed is None else mask & np.isin(tissue_box, allowed)
+        painted = mask if allowed is None else mask & tissue_in(tissue_box, allowed)
         if within is not None:
             painted = painted & within
         if np.ndim(hu):
@@ -127,7 +127,7 @@ def render_anatomy(canvas: Canvas) -> None:
     _draw_heart(canvas, cavity_3d & above)
     _draw_mediastinal_tubes(canvas, min(base_heights))
     _draw_spine_sternum(canvas)
-    canvas.lung_field = (canvas.lung_side > 0) & np.isin(tissue, LUNG_TISSUES)
+    canvas.lung_field = (canvas.lung_side > 0) & tissue_in(tissue, LUNG_TISSUES)
 
 
 def _draw_lungs(canvas: Canvas) -> None:
