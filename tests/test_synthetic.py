@@ -348,7 +348,7 @@ def _benchmark_rows(manifest):
 def test_benchmark_writes_finding_locations(bench, tmp_path):
     pytest.importorskip("nibabel")
     from dia_llama.data.synthetic import finding_masks
-    from dia_llama.data.synthetic.locations import bounding_box, disease_extents
+    from dia_llama.data.synthetic.locations import bounding_box, decode_finding_bits, disease_extents
     from dia_llama.volume_io import read_volume
 
     out, manifest = bench
@@ -368,6 +368,8 @@ def test_benchmark_writes_finding_locations(bench, tmp_path):
         for d, m in masks.items():
             assert m.shape == SMALL and (m.any() or _hidden(d, row["labels"])), (row["id"], d)
             assert bounding_box(m) == row["finding_boxes"].get(d), (row["id"], d)
+        every_bit = decode_finding_bits(read_volume(out / row["finding_mask"]).stored().data, list(row["labels"]))
+        assert not any(every_bit[d].any() for d in CHEXPERT_14 if d not in masks)  # absent / global: no bit
         if i < 4:  # the files hold exactly the regions make_case draws
             _, _, _, info = make_case(np.random.default_rng([0, i]), row["labels"], "chexpert14", SMALL,
                                       return_regions=True)

@@ -126,6 +126,7 @@ def finding_regions(canvas: Canvas, present: dict[str, str]) -> dict[str, np.nda
 
 
 def mask_dtype(num_diseases: int):
+    """Smallest unsigned dtype of a bitmask over `num_diseases` (uint16 or uint32)."""
     if num_diseases > 32:
         raise ValueError(f"at most 32 diseases fit a finding bitmask, got {num_diseases}")
     return np.uint16 if num_diseases <= 16 else np.uint32
@@ -148,7 +149,10 @@ def decode_finding_bits(bits: np.ndarray, diseases: list[str], only=None) -> dic
         if not np.array_equal(bits, np.rint(bits)):
             raise ValueError("finding bitmask holds non-integer values")
         bits = bits.astype(np.int64)
-    wanted = diseases if only is None else [d for d in diseases if d in set(only)]
+    elif np.iinfo(bits.dtype).bits < len(diseases):
+        bits = bits.astype(np.int64)
+    only = set(diseases if only is None else only)
+    wanted = [d for d in diseases if d in only]
     return {d: (bits & (1 << diseases.index(d))) != 0 for d in wanted}
 
 
