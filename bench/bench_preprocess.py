@@ -120,13 +120,15 @@ def gzip_backend(backend: str):
         with nibabel_gzip("stdlib"):
             yield
         return
-    old = volume_io._isal_igzip
-    volume_io._isal_igzip = lambda: None
+    from dia_llama import volume_io_files
+
+    old = volume_io_files._isal_igzip
+    volume_io_files._isal_igzip = lambda: None
     try:
         with nibabel_gzip(backend):
             yield
     finally:
-        volume_io._isal_igzip = old
+        volume_io_files._isal_igzip = old
 
 
 def _with_backend(fn, backend):
@@ -139,7 +141,7 @@ def _with_backend(fn, backend):
 
 # ----------------------------------------------------------------------------------------------------------- pipelines
 def ours_fn(path, resample):
-    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+    from dia_llama.image_processing_dia_llama import DiaLlamaVolumeProcessor
 
     proc = DiaLlamaVolumeProcessor(volume_size=OUT_SIZE, num_channels=3, intensity_mode="minmax", resample=resample)
     return lambda: proc(str(path), return_tensors="pt")["pixel_values"]

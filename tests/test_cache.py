@@ -18,7 +18,7 @@ from dia_llama.data.cache import (
     preprocess_dataset,
     processor_fingerprint,
 )
-from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+from dia_llama.image_processing_dia_llama import DiaLlamaVolumeProcessor
 from dia_llama.volume_io import write_nifti
 
 N_CASES = 6

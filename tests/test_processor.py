@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from dia_llama import DiaLlamaVolumeProcessor, VolumeReadError
-from dia_llama.processing_dia_llama import resize_volume
+from dia_llama.image_processing_dia_llama import resize_volume
 from dia_llama.volume_io import write_nifti
 
 

@@ -18,6 +18,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
+
+def free_port() -> str:
+    """A free loopback port for the rendezvous (a fixed one clashes with another run on the same machine)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])
+
 def synth_data(tmp_path_factory):
     from dia_llama.data.synthetic import synthesize_benchmark
 
@@ -197,8 +206,9 @@ def test_two_process_ddp_on_cpu(synth_data, tmp_path):
     script = tmp_path / "ddp_script.py"
     script.write_text(DDP_SCRIPT)
     args = common_args(synth_data, out, steps=3, ddp_backend="gloo")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": "29533"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+    port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": port}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port,
            str(script), json.dumps(args)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -228,7 +238,7 @@ def test_deepspeed_zero2_two_processes_on_cpu(synth_data, tmp_path):
     pytest.importorskip("deepspeed", reason="deepspeed is an optional extra: pip install dia-llama[deepspeed]")
     out = tmp_path / "zero2"
     args = common_args(synth_data, out, steps=2, deepspeed=REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            "-m", "dia_llama.train", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)

@@ -1,6 +1,7 @@
 """Tests for dia_llama.volume_io: every reader lands in the canonical (H, W, D) LPS layout, bad inputs fail loudly."""
 
 import ast
+import importlib
 import sys
 import warnings
 from pathlib import Path
@@ -23,15 +24,19 @@ def hu():
 
 
 def test_module_imports_only_stdlib_and_numpy():
-    tree = ast.parse(Path(volume_io.__file__).read_text())
-    top = set()
-    for node in tree.body:
-        if isinstance(node, ast.Import):
-            top |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "no relative imports of other dia_llama modules"
-            top.add(node.module.split(".")[0])
-    assert top <= set(sys.stdlib_module_names) | {"numpy"}, top - set(sys.stdlib_module_names)
+    """The readers are Hub remote code: the standard library, numpy and their own `volume_io*` siblings only."""
+    files = sorted(Path(volume_io.__file__).parent.glob("volume_io*.py"))
+    assert {f.name for f in files} == {"volume_io.py", "volume_io_core.py", "volume_io_files.py", "volume_io_dicom.py"}
+    for file in files:
+        top = set()
+        for node in ast.parse(file.read_text()).body:
+            if isinstance(node, ast.Import):
+                top |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level:
+                assert node.level == 1 and node.module.startswith("volume_io"), f"{file.name}: {node.module}"
+            elif isinstance(node, ast.ImportFrom):
+                top.add(node.module.split(".")[0])
+        assert top <= set(sys.stdlib_module_names) | {"numpy"}, (file.name, top - set(sys.stdlib_module_names))
 
 
 def test_list_supported_formats():
@@ -369,7 +374,7 @@ def test_missing_optional_package_names_pip_install(monkeypatch, tmp_path, hu):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", fake_import)
-    monkeypatch.setattr(volume_io.importlib, "import_module", lambda n: fake_import(n))
+    monkeypatch.setattr(importlib, "import_module", lambda n: fake_import(n))
     with pytest.raises(ImportError, match="pip install nibabel"):
         write_nifti(tmp_path / "x.nii", hu)
 
@@ -929,10 +934,11 @@ def _huge_others(folder: Path):
 
 _HUGE_SCRIPT = r"""
 import importlib.util, json, resource, sys, time, tracemalloc
-spec = importlib.util.spec_from_file_location("volume_io_alone", sys.argv[1])  # the Hub file on its own
-mod = importlib.util.module_from_spec(spec)
-sys.modules[spec.name] = mod
-spec.loader.exec_module(mod)
+import os, types
+package = types.ModuleType("hub_code")  # the Hub files on their own, without the dia_llama package
+package.__path__ = [os.path.dirname(sys.argv[1])]
+sys.modules["hub_code"] = package
+mod = importlib.import_module("hub_code.volume_io")
 import nibabel, SimpleITK  # imported before measuring
 def peak_rss_mb():
     # VmHWM: this process's peak resident memory (ru_maxrss would carry over the parent's peak across exec)
@@ -1163,7 +1169,7 @@ def test_nifti_kind_from_values(tmp_path):
 
 def test_synthetic_benchmark_volume_is_hu_without_warnings(tmp_path):
     from dia_llama.data.synthetic import make_case
-    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+    from dia_llama.image_processing_dia_llama import DiaLlamaVolumeProcessor
 
     hu_vol, sp, _, _ = make_case(np.random.default_rng(0), {}, volume_size=(32, 32, 16))
     write_nifti(tmp_path / "case.nii.gz", hu_vol, sp, dtype=np.int16)  # as synthesize_benchmark writes it
@@ -1178,7 +1184,7 @@ def test_synthetic_benchmark_volume_is_hu_without_warnings(tmp_path):
 def test_processor_does_not_window_non_ct_volumes(tmp_path):
     import torch
 
-    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+    from dia_llama.image_processing_dia_llama import DiaLlamaVolumeProcessor
 
     mr = np.random.default_rng(0).integers(100, 3000, size=(8, 8, 4)).astype(np.float32)
     write_ct_series(tmp_path / "mr", mr, spacing=SPACING, modality="MR")
@@ -1197,7 +1203,7 @@ def test_processor_does_not_window_non_ct_volumes(tmp_path):
 
 
 def test_processor_passes_read_options(tmp_path, hu):
-    from dia_llama.processing_dia_llama import DiaLlamaVolumeProcessor
+    from dia_llama.image_processing_dia_llama import DiaLlamaVolumeProcessor
 
     write_ct_series(tmp_path / "gap", hu, spacing=SPACING, drop=(2,))
     kwargs = {"volume_size": hu.shape, "num_channels": 1, "intensity_mode": "hu"}

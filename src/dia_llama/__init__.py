@@ -20,7 +20,8 @@ from .modeling_dia_llama import (
     DiaLlamaModel,
     DiaLlamaPreTrainedModel,
 )
-from .processing_dia_llama import DiaLlamaProcessor, DiaLlamaVolumeProcessor
+from .image_processing_dia_llama import DiaLlamaVolumeProcessor
+from .processing_dia_llama import DiaLlamaProcessor
 from .volume_io import Volume, VolumeReadError, read_volume
 
 __version__ = "0.1.0"

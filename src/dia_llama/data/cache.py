@@ -104,7 +104,7 @@ class CacheReport:
 def resolve_volume_processor(volume_processor):
     """A DiaLlamaVolumeProcessor from itself, a DiaLlamaProcessor, or a model folder / Hub id."""
     if isinstance(volume_processor, (str, os.PathLike)):
-        from ..processing_dia_llama import DiaLlamaVolumeProcessor
+        from ..image_processing_dia_llama import DiaLlamaVolumeProcessor
 
         return DiaLlamaVolumeProcessor.from_pretrained(str(volume_processor))
     if hasattr(volume_processor, "image_processor") and not hasattr(volume_processor, "process_volume"):
@@ -197,7 +197,7 @@ def _init_worker(cls, config) -> None:
 
     torch.set_num_threads(1)  # one thread per worker process: the workers are the parallelism
     if cls is None:
-        from ..processing_dia_llama import DiaLlamaVolumeProcessor as cls
+        from ..image_processing_dia_llama import DiaLlamaVolumeProcessor as cls
     _WORKER_PROCESSOR = cls.from_dict(config)
 
 
@@ -310,7 +310,7 @@ def preprocess_dataset(data, output_dir, volume_processor, num_workers: int = 1,
 
 def _run_pool(vp, tasks, num_workers: int, handle) -> None:
     """Process tasks in worker processes (each builds its own processor from the config), a bounded window ahead."""
-    from ..processing_dia_llama import DiaLlamaVolumeProcessor
+    from ..image_processing_dia_llama import DiaLlamaVolumeProcessor
 
     cls = None if type(vp) is DiaLlamaVolumeProcessor else type(vp)  # subclasses must be importable by workers
     ctx = multiprocessing.get_context(_start_method())
