@@ -52,3 +52,60 @@ def load_ctrate_manual(data_dir) -> tuple[list[str], list[str], np.ndarray]:
     columns = {k.strip().lower(): k for k in rows[0]}
     labels = np.array([[int(float(r[columns[c]])) for c in CT_RATE_18] for r in rows], dtype=np.int64)
     return [r["AccessionNo"] for r in rows], [r["report_text"] for r in rows], labels
+
+
+L2_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+THRESHOLD_GRID = (0.5,)
+
+
+def _rows(feats: dict, idx) -> dict:
+    return {c: v[idx] for c, v in feats.items()}
+
+
+def _micro_f1(y: np.ndarray, p: np.ndarray) -> float:
+    tp = int((y & p).sum())
+    denom = int(y.sum() + p.sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def choose_setting(space, feats, abnormal, labels, k: int = 5, seed: int = 1000) -> dict:
+    """The ``l2`` / ``threshold`` with the best pooled micro-F1 in a k-fold CV of the given (training) reports."""
+    from .fitted import DecisionLayer
+
+    n = len(abnormal)
+    folds = kfold_indices(n, k, seed)
+    best, best_f1 = None, -1.0
+    for l2 in L2_GRID:
+        for threshold in THRESHOLD_GRID:
+            pred = np.zeros_like(labels)
+            for fold in folds:
+                train = np.setdiff1d(np.arange(n), fold)
+                layer = DecisionLayer.fit(space, _rows(feats, train), abnormal[train], labels[train], l2=l2,
+                                          threshold=threshold)
+                pred[fold] = layer.decide(_rows(feats, fold), abnormal[fold])
+            f1 = _micro_f1(labels.astype(bool), pred.astype(bool))
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = {"l2": l2, "threshold": threshold}, f1
+    return best
+
+
+def fit_with_inner_cv(space, feats, abnormal, labels):
+    """A :class:`~.fitted.DecisionLayer` fitted on all given reports, its setting chosen by CV on them only."""
+    from .fitted import DecisionLayer
+
+    setting = choose_setting(space, feats, abnormal, labels)
+    return DecisionLayer.fit(space, feats, abnormal, labels, **setting), setting
+
+
+def cross_validated_predictions(space, feats, abnormal, labels, k: int = 5, seed: int = 0):
+    """Held-out predictions (n, L) of a seeded k-fold CV (setting chosen inside each training part) and the folds."""
+    n = len(abnormal)
+    folds = kfold_indices(n, k, seed)
+    pred = np.zeros_like(labels)
+    chosen = []
+    for fold in folds:
+        train = np.setdiff1d(np.arange(n), fold)
+        layer, setting = fit_with_inner_cv(space, _rows(feats, train), abnormal[train], labels[train])
+        pred[fold] = layer.decide(_rows(feats, fold), abnormal[fold])
+        chosen.append(setting)
+    return pred, folds, chosen
