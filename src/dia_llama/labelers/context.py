@@ -79,6 +79,8 @@ _SENTENCE = re.compile(r"(?<=[.;:!?])\s+|\n+|(?<=[;!?])(?=\S)|\s+(?=\d+[.)]\s)")
 _VERB = re.compile(r"\b(?:is|are|was|were|be|been|being|seen|found|shows?|showed|shown|can|could|has|have|had|"
                    r"noted|observed|detected|identified|located|measur\w*|appears?|visible)\b", re.I)
 _OR = re.compile(r"\b(?:or|nor)\b", re.I)
+_FINDING_VERB = re.compile(r"\b(?:is|are|was|were|been)\s+(?:\w+ly\s+)?(?:seen|found|observed|detected|noted|"
+                           r"identified|visuali[sz]ed|demonstrated|present)\b")
 _CONJ = re.compile(r"\b(?:or|and|nor)\b|,")
 
 
@@ -111,7 +113,8 @@ def _list_item(part: str) -> bool:
 
 
 def _clauses(text: str, start: int, end: int) -> list[tuple[int, int]]:
-    """Comma clauses of a segment; a negated comma list closed by "or" / "nor" stays one clause."""
+    """Comma clauses of a segment; a negated comma list closed by "or" / "nor", or by the verb of a listed subject,
+    stays one clause."""
     parts = [p for p in _spans(re.compile(","), text, start, end)]
     if not parts:
         return []
@@ -122,7 +125,9 @@ def _clauses(text: str, start: int, end: int) -> list[tuple[int, int]]:
             k += 1
         last = text[parts[k][0]:parts[k][1]] if k < len(parts) else ""
         head = text[merged[-1][0]:merged[-1][1]]
-        closes = k < len(parts) and _OR.search(last) and not last.startswith("and ")
+        # "no nodule, consolidation or mass"; "no mass, nodule, infiltration was detected" (a listed subject)
+        closes = k < len(parts) and not last.startswith("and ") and (
+            _OR.search(last) or k > i and _FINDING_VERB.search(last))
         if closes and (NEG_PRE.search(head) or NEG_POST.search(last) or NEG_PRE.search(last)):
             merged[-1] = (merged[-1][0], parts[k][1])
             i = k + 1

@@ -15,16 +15,17 @@ from .context import STATUSES, Document
 from .vocabulary import ABNORMAL, LUNG_CLASSES, LUNG_WORDS, OTHER_ORGANS, Concept, sizes_mm
 
 NO_FINDING = "no finding"
-PRIOR_STATUSES = ("pos", "neg_wide")
+PRIOR_STATUSES = ("pos", "neg_wide")  # the generic reading: a comma ends a negation's scope
 
 
 def _outside_lung(doc: Document, start: int) -> bool:
+    """Whether the anatomy word nearest to the mention in its clause (else its sentence) is not a lung word."""
     c = doc.clause_at(start)
-    for context in (doc.text[c.start:c.end], doc.sentence(c)):
-        if LUNG_WORDS.search(context):
-            return False
-        if OTHER_ORGANS.search(context):
-            return True
+    for a, b in ((c.start, c.end), (c.sent_start, c.sent_end)):
+        words = [(abs(m.start() - start), True) for m in LUNG_WORDS.finditer(doc.text, a, b)]
+        words += [(abs(m.start() - start), False) for m in OTHER_ORGANS.finditer(doc.text, a, b)]
+        if words:
+            return not min(words)[1]
     return False
 
 
@@ -58,10 +59,13 @@ def concept_statuses(doc: Document, concept: Concept, lung: bool) -> set[str]:
 
 
 class FeatureSpace:
-    """Feature names and extraction for the classes ``names`` with vocabularies ``concepts[class]``."""
+    """Feature names and extraction for the classes ``names`` with vocabularies ``concepts[class]``.
 
-    def __init__(self, names: Sequence[str], concepts: dict[str, list[Concept]]):
-        self.names = list(names)
+    ``anywhere``: the generic reading (the prior) counts affirmed lung-class mentions in any organ, as the CheXpert
+    labeler's anatomy-free mention lists do; otherwise only those in the lungs."""
+
+    def __init__(self, names: Sequence[str], concepts: dict[str, list[Concept]], anywhere: bool = False):
+        self.names, self.anywhere = list(names), anywhere
         self.concepts = {c: list(concepts[c]) for c in self.names if c != NO_FINDING}
         self.feature_names = {}
         for cls, cs in self.concepts.items():
@@ -75,7 +79,7 @@ class FeatureSpace:
         core = {k.name for k in self.concepts[cls] if k.prior}
         for i, f in enumerate(self.feature_names[cls]):
             concept, status = f.rsplit(":", 1)
-            if concept in core and status in PRIOR_STATUSES:
+            if concept in core and (status in PRIOR_STATUSES or self.anywhere and status == "pos_out"):
                 w[i] = weight
         return w, bias
 

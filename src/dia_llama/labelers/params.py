@@ -24,7 +24,8 @@ def build_space(source_or_set: str, names=None) -> FeatureSpace:
     from ..configuration_dia_llama import DISEASE_SETS
 
     key = SOURCES.get(source_or_set, source_or_set)
-    return FeatureSpace(list(names) if names is not None else list(DISEASE_SETS[key]), CONCEPT_SETS[key])
+    names = list(names) if names is not None else list(DISEASE_SETS[key])
+    return FeatureSpace(names, CONCEPT_SETS[key], anywhere=key == "chexpert14")
 
 
 def layer_to_json(layer: DecisionLayer, **meta) -> dict:

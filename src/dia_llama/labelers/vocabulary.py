@@ -214,7 +214,9 @@ CTRATE_CONCEPTS: dict[str, list[Concept]] = {
         C("volume loss", r"\bvolume loss\b"),
     ],
     "lung nodule": [
-        C("nodule", r"(?<!calcified )\b(?:micro)?nodul\w*", True),
+        C("nodule", r"(?<!calcified )\b(?:micro)?nodul(?:e|es|i)\b|\bnodular\s+(?:lesion|formation|density|densities|"
+                    r"opacit\w*)s?\b", True),
+        C("nodular", r"\bnodular\b(?!\s+(?:lesion|formation|densit|opacit))"),
         C("calcified nodule", r"\bcalcified (?:micro)?nodul\w*"),
         C("mass", r"\bmass(?:es)?\b"),
         C("granuloma", r"\bgranuloma\w*"),
@@ -278,7 +280,7 @@ OTHER_ORGANS = re.compile(
     r"brain|cerebr\w*|intracranial|skull|sinus\w*|pharyn\w*|laryn\w*|neck|axilla\w*|adrenal|esophag\w*|stomach|"
     r"gastric|bowel|intestin\w*|colon|abdom\w*|peritone\w*|pelvi\w*|bladder|uter\w*|ovar\w*|prostat\w*|"
     r"vertebra\w*|spine|spinal|ribs?|bones?|sternum|muscles?|skin|subcutaneous|chest wall|mediastin\w*|heart|"
-    r"cardiac|pericard\w*|aort\w*|lymph\s*nodes?)\b"
+    r"cardiac|pericard\w*|aort\w*|lymph\s*nodes?|areola\w*|mastectomy|nipple|thymus|thymic)\b"
 )
 # General descriptions of something abnormal, whatever the class ("no finding" needs none of them affirmed).
 ABNORMAL = re.compile(
@@ -287,6 +289,7 @@ ABNORMAL = re.compile(
     r"|\bcompress\w*|\babnormal\w*|\bpostoperative\b|\bsurg\w*|\bresect\w*|\bstones?\b|\bcalcul\w*|\batroph\w*"
     r"|\bhemorrhag\w*|\bhaemorrhag\w*|\bemphysema\w*|\bbull(?:a|ae|ous)\b|\bfibro\w*|\bplaques?\b|\bhernia\w*"
     r"|\bdeform\w*|\bscoliosis\b|\bdegenerat\w*|\bstrips?\b|\bstripes?\b|\bcords?\b|\bbands?\b|\blymph\s*nodes?\b"
+    r"|\binterrupt\w*|\bdiscontinu\w*|\bbroken\b|\bincreas\w*|\bdecreas\w*|\breduc\w*"
 )
 SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:x\s*\d+(?:\.\d+)?\s*)?(mm|cm)\b")
 
