@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .context import STATUSES, Document
-from .vocabulary import ABNORMAL, LUNG_CLASSES, LUNG_WORDS, OTHER_ORGANS, Concept, sizes_mm
+from .vocabulary import ABNORMAL, LUNG_CLASSES, LUNG_WORDS, OTHER_ORGANS, Concept
 
 NO_FINDING = "no finding"
 PRIOR_STATUSES = ("pos", "neg_wide")  # the generic reading: a comma ends a negation's scope
@@ -29,23 +29,11 @@ def _outside_lung(doc: Document, start: int) -> bool:
     return False
 
 
-def _size_ok(concept: Concept, sentence: str) -> bool:
-    if concept.min_mm is None and concept.below_mm is None:
-        return True
-    sizes = sizes_mm(sentence)
-    if concept.min_mm is not None and not any(s >= concept.min_mm for s in sizes):
-        return False
-    return concept.below_mm is None or (bool(sizes) and all(s < concept.below_mm for s in sizes))
-
-
 def mention_status(doc: Document, concept: Concept, match, lung: bool) -> str | None:
     """Status of one regex match of ``concept`` (``pos_out``: affirmed, extra-pulmonary; None: not a mention)."""
     status = doc.status(match.start(), match.end())
     if status is None:
         return None
-    if concept.min_mm is not None or concept.below_mm is not None:
-        if not _size_ok(concept, doc.sentence(doc.clause_at(match.start()))):
-            return None
     if status == "pos" and lung and _outside_lung(doc, match.start()):
         return "pos_out"
     return status
@@ -71,6 +59,12 @@ class FeatureSpace:
         for cls, cs in self.concepts.items():
             statuses = STATUSES + (("pos_out",) if cls in LUNG_CLASSES else ())
             self.feature_names[cls] = [f"{k.name}:{s}" for k in cs for s in statuses]
+
+    def core_columns(self, cls: str, statuses) -> list[int]:
+        """Columns of the prior (core) concepts of ``cls`` with one of ``statuses``."""
+        core = {k.name for k in self.concepts[cls] if k.prior}
+        return [i for i, f in enumerate(self.feature_names[cls])
+                if f.rsplit(":", 1)[0] in core and f.rsplit(":", 1)[1] in statuses]
 
     def prior(self, cls: str, weight: float = 4.0, bias: float = -2.0) -> tuple[np.ndarray, float]:
         """Weights of the generic reading: an affirmed mention of a prior concept means the finding (a comma ends a

@@ -133,12 +133,8 @@ class DecisionLayer:
         return {c: logit(feats[c], *self._w[c]) > 0 for c in self.space.feature_names}
 
     def uncertain(self, feats: dict) -> dict[str, np.ndarray]:
-        """Per class: whether some concept of it was mentioned with an uncertainty cue."""
-        out = {}
-        for c, names in self.space.feature_names.items():
-            unc = [i for i, f in enumerate(names) if f.endswith(":unc")]
-            out[c] = feats[c][:, unc].any(1)
-        return out
+        """Per class: whether a core concept of it was mentioned with an uncertainty cue."""
+        return {c: feats[c][:, self.space.core_columns(c, ("unc",))].any(1) for c in self.space.feature_names}
 
     def no_finding_features(self, feats: dict, abnormal: np.ndarray) -> np.ndarray:
         present, unc = self._class_present(feats), self.uncertain(feats)

@@ -20,8 +20,8 @@ How a report is read (docs/labelers.md has the method, the protocol and the held
 3. "no finding" (CheXpert-14) is present when no other class is present or uncertain and no clause describes an
    abnormality (weights fitted like the classes').
 
-Codes follow CheXbert: 1 present; otherwise 3 if a concept of the class was mentioned with uncertainty, 2 if it was
-negated, else 0. Classes with too few positives in a label source (CheXbert never marks pneumonia or pneumothorax
+Codes follow CheXbert: 1 present; otherwise 3 if a core concept of the class was mentioned with uncertainty, 2 if
+it was negated, else 0. Classes with too few positives in a label source (CheXbert never marks pneumonia or pneumothorax
 on CTRG) keep the generic rule.
 """
 
@@ -37,13 +37,12 @@ from .context import Document, split_clauses, split_sentences
 from .features import NO_FINDING, mention_status
 from .fitted import NO_FINDING_FEATURES, DecisionLayer, logit, no_finding_matrix
 from .params import SOURCES, build_space, load_params
-from .vocabulary import ABNORMAL, CONCEPT_SETS, LUNG_CLASSES
+from .vocabulary import ABNORMAL, LUNG_CLASSES
 
 RULE_SETS = {"chexpert14": CHEXPERT_14, "ctrate18": CT_RATE_18}
 LABEL_SOURCES = ("chexbert", "ctrate", "generic")
 _SOURCE_OF_SET = {v: k for k, v in SOURCES.items()}
-_STATUS_CODE = {"pos": POSITIVE, "pos_out": POSITIVE, "neg": NEGATIVE, "neg_hedged": NEGATIVE, "neg_wide": NEGATIVE,
-                "unc": UNCERTAIN}
+_NEGATED = ("neg", "neg_hedged", "neg_conj")
 
 __all__ = ["LABEL_SOURCES", "RULE_SETS", "RuleLabeler", "agreement_table", "split_clauses", "split_sentences"]
 
@@ -155,8 +154,8 @@ class RuleLabeler:
         for layer in self._parts:
             feats, abnormal = layer.space.transform(texts)
             present, unc = layer._class_present(feats), layer.uncertain(feats)
-            for cls, names in layer.space.feature_names.items():
-                negated = feats[cls][:, [i for i, f in enumerate(names) if ":neg" in f]].any(1)
+            for cls in layer.space.feature_names:
+                negated = feats[cls][:, layer.space.core_columns(cls, _NEGATED)].any(1)
                 col = np.where(present[cls], POSITIVE, np.where(unc[cls], UNCERTAIN, np.where(negated, NEGATIVE, BLANK)))
                 codes[:, index[cls]] = col
                 present_cols.append(present[cls])
@@ -199,5 +198,3 @@ def agreement_table(reference_codes, predicted_codes, names: Sequence[str], refe
                      f"{f.format(row['f1'])} | {total_support} | {total_pred} |")
     return "\n".join(lines)
 
-
-CONCEPTS = CONCEPT_SETS  # the vocabularies, by disease set

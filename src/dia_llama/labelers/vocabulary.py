@@ -8,8 +8,8 @@ and a flag saying whether an affirmed mention of the concept alone means the fin
   ``phrases/``, MIT licence) -- the lists that labelled CheXbert's training data -- plus CT synonyms of general
   radiology (Fleischner Society glossary; the "shadow" / "space-occupying lesion" / "hypertrophy" wording of
   English-translated Chinese CT reports) as separate, non-prior concepts whose weight is left to the fit;
-* CT-RATE-18: the Fleischner Society glossary terms of each finding and standard report wording (e.g. a lymph
-  node counts as enlarged from 10 mm short axis).
+* CT-RATE-18: the Fleischner Society glossary terms of each finding and standard report wording ("increase in
+  thickness" for thickening, "density increase" for opacity, "cardiothoracic index" for ratio).
 """
 
 from __future__ import annotations
@@ -22,16 +22,11 @@ _W = r"(?:[\w.]+\s+)"  # one word
 
 @dataclass(frozen=True)
 class Concept:
-    """A named synonym set; ``prior``: an affirmed mention means the finding in the generic reading.
-
-    ``min_mm`` / ``below_mm``: the mention counts only when its sentence holds a size of at least ``min_mm`` mm /
-    holds sizes that are all below ``below_mm`` mm (e.g. lymph nodes by short axis)."""
+    """A named synonym set; ``prior``: an affirmed mention means the finding in the generic reading."""
 
     name: str
     pattern: str
     prior: bool = False
-    min_mm: float | None = None
-    below_mm: float | None = None
 
     @property
     def regex(self) -> re.Pattern:
@@ -88,7 +83,9 @@ CHEXPERT_CONCEPTS: dict[str, list[Concept]] = {
     "lung opacity": [
         C("opacity", r"\bopaci\w*", True),
         C("infiltrate", r"\binfiltrat\w*", True),
-        C("airspace disease", r"\bair ?space (?:disease|opacit\w*)|\bdecreased translucency\b|\bincreased density\b", True),
+        C("airspace disease", r"\bair ?space (?:disease|opacit\w*)|\bdecreased translucency\b", True),
+        # a CheXpert mention, but CT wording uses it for any organ and for edema: left to the fit
+        C("increased density", r"\bincreased density\b"),
         C("ground glass", r"\bground glass\b"),
         C("interstitial or reticular", r"\binterstitial (?:marking|pattern|lung)\w*|\breticula\w*"),
         C("scar", r"(?<!pleural )(?<!pleuro parenchymal )\bscar\w*"),
@@ -157,7 +154,6 @@ CHEXPERT_CONCEPTS: dict[str, list[Concept]] = {
 }
 
 _ARTERY = r"(?<!coronary )\b(?:arter(?:y|ies|ial)|vascular|vessels?|carotid|subclavian|brachiocephalic|iliac)"
-_LN_SIZE = r"(?:[\w.]+\s+){0,12}?"
 
 CTRATE_CONCEPTS: dict[str, list[Concept]] = {
     "medical material": [
@@ -201,8 +197,6 @@ CTRATE_CONCEPTS: dict[str, list[Concept]] = {
                                  rf"(?:{_LYMPH_NODE})|(?:{_LYMPH_NODE})\s+{_W}{{0,6}}?(?:enlarg\w*|pathologic\w*|swollen)"
                                  rf"|(?:{_LYMPH_NODE})\s+enlargement", True),
         C("lymph node", _LYMPH_NODE),
-        C("lymph node 10 mm or more", _LYMPH_NODE, min_mm=10.0),
-        C("lymph node below 10 mm", _LYMPH_NODE, below_mm=10.0),
     ],
     "emphysema": [
         C("emphysema", r"\bemphysema\w*", True),
@@ -291,12 +285,4 @@ ABNORMAL = re.compile(
     r"|\bdeform\w*|\bscoliosis\b|\bdegenerat\w*|\bstrips?\b|\bstripes?\b|\bcords?\b|\bbands?\b|\blymph\s*nodes?\b"
     r"|\binterrupt\w*|\bdiscontinu\w*|\bbroken\b|\bincreas\w*|\bdecreas\w*|\breduc\w*"
 )
-SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(?:x\s*\d+(?:\.\d+)?\s*)?(mm|cm)\b")
-
-
-def sizes_mm(text: str) -> list[float]:
-    """Every size written in ``text`` ("12 mm", "1.5 cm", "8x6 mm": the first number), in millimetres."""
-    return [float(v) * (10.0 if unit == "cm" else 1.0) for v, unit in SIZE.findall(text)]
-
-
 CONCEPT_SETS = {"chexpert14": CHEXPERT_CONCEPTS, "ctrate18": CTRATE_CONCEPTS}
