@@ -8,7 +8,8 @@ A report is split into sentences, each sentence into *segments* at ConText termi
 "although", "except", "which"...), each segment into *clauses* at commas (a comma list closed by "or" / "nor" in a
 negated clause stays whole: "no nodule, consolidation or mass"). A mention then gets one :data:`STATUSES` value:
 
-* ``unc``: an uncertainty cue in its clause ("possible", "suggestive of", "cannot be excluded", "?"...);
+* ``unc``: an uncertainty cue before it in its clause ("possible", "suggestive of", "in favour of"...) or just after
+  it ("cannot be excluded", "?");
 * ``neg``: a negation cue before it in its clause ("no", "without", "absence of"...) or after it ("... is not seen",
   "... was not detected", "... is normal"), and no hedge;
 * ``neg_hedged``: the same with a hedge ("no *obvious* / *significant* / *definite* ...", "not *clearly* seen"):
@@ -52,15 +53,19 @@ PSEUDO_NEG = re.compile(
     r"|\bgram[- ]negative\b|\bnot\s+(?:been\s+)?ruled\s+out\b|\bnot\s+(?:be\s+)?excluded\b",
     re.I,
 )
-# ConText / CheXpert uncertainty cues ("can be seen" is not uncertain).
-UNCERTAIN = re.compile(
-    r"\?|\b(?:possibl[ey]|probabl[ey]|likely|unlikely|suspect\w*|suspicio\w*|suggest\w*|"
+# ConText / CheXpert uncertainty cues, by direction: "possible X", "X in favour of Y" (forward: X is observed, Y
+# uncertain) and "X cannot be excluded", "X?" (backward, within a few words). "can be seen" is not uncertain.
+UNCERTAIN_PRE = re.compile(
+    r"\b(?:possibl[ey]|probabl[ey]|likely|unlikely|suspect\w*|suspicio\w*|suggest\w*|"
     r"(?:may|might|could)(?! be (?:seen|found|observed|noted|visible|detected))|consider\w*|questionabl[ey]|"
     r"uncertain|indeterminate|equivocal|doubtful|borderline|versus|vs|differential|concern(?:ing)? for|"
-    r"cannot be (?:excluded|ruled out)|can ?not be (?:excluded|ruled out)|not (?:be )?(?:excluded|ruled out)|"
-    r"(?:to be )?(?:excluded|ruled out)|r/o|rule out|may represent|compatible with|in favou?r of|"
-    r"(?:cannot|can ?not) (?:exclude|rule out)|follow[- ]up is recommended|recommend\w*)\b",
-    re.I,
+    r"r/o|rule out|compatible with|in favou?r of|(?:cannot|can ?not) (?:exclude|rule out)|"
+    r"recommend\w*)\b"
+)
+UNCERTAIN_POST = re.compile(
+    r"^\W*(?:\w+\W+){0,6}?(?:(?:cannot|can ?not|could not|not) (?:be )?(?:excluded|ruled out)|"
+    r"(?:is|are|was|were) (?:\w+ly )?(?:suspected|considered|questionable|possible|probable|likely|uncertain|"
+    r"suspicious)|to be (?:excluded|ruled out))\b|^\W*(?:\w+\W+){0,1}?\w*\?"
 )
 # A hedge between a negation and its mention: the degree is denied, maybe not the finding.
 HEDGE = re.compile(
@@ -177,12 +182,13 @@ class Document:
         if c is None:
             return None
         t = self.text
-        clause = t[c.start:c.end]
-        if UNCERTAIN.search(_mask(clause, PSEUDO_NEG)):
-            return "unc"
         before = _mask(t[c.start:end], PSEUDO_NEG)
         after = t[end:c.end]
         pre = list(NEG_PRE.finditer(before))
+        cue = list(UNCERTAIN_PRE.finditer(t, c.start, start))
+        # "no finding suggestive of X" is a negation; "X, possibly Y" leaves X affirmed
+        if cue and not (pre and pre[-1].start() < cue[-1].start() - c.start) or UNCERTAIN_POST.search(after):
+            return "unc"
         if pre:
             between = before[pre[-1].end():max(pre[-1].end(), start - c.start)]
             if HEDGE.search(between):
