@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from dia_llama.labelers import crossval as cv  # noqa: E402
+from dia_llama.labelers.fitted import DecisionLayer  # noqa: E402
 from dia_llama.labelers.params import SOURCES, build_space, layer_to_json, write_params  # noqa: E402
 from dia_llama.metrics import clinical_efficacy  # noqa: E402
 
@@ -56,6 +58,65 @@ def _mean_scores(runs: list[dict]) -> dict:
     return out
 
 
+def _ceiling(keys: list, y: np.ndarray) -> tuple[int, int, int]:
+    """TP, FP, FN of the best labeler that gives one answer per key (the majority label of its reports)."""
+    groups: dict = {}
+    for key, label in zip(keys, y):
+        groups.setdefault(key, []).append(int(label))
+    tp = fp = fn = 0
+    for labels in groups.values():
+        pos = sum(labels)
+        if pos > len(labels) - pos:
+            tp, fp = tp + pos, fp + len(labels) - pos
+        else:
+            fn += pos
+    return tp, fp, fn
+
+
+def label_consistency(space, texts, labels, feats, abnormal, min_reports: int = 4) -> dict:
+    """How consistently the label source labels identical wording (unlocked reports only).
+
+    Per class, reports are grouped by the set of their sentences that mention a concept of the class (digits as
+    ``#``): ``mixed`` lists the groups of at least ``min_reports`` reports labelled both ways; ``text_ceiling`` is the
+    micro-F1 of the best labeler that reads only those sentences (majority label per group, in-sample: an upper
+    bound); ``feature_ceiling`` the same per distinct feature vector of this labeler."""
+    from dia_llama.labelers.context import Document
+    from dia_llama.labelers.fitted import DecisionLayer
+
+    docs = [Document(t) for t in texts]
+    nf = DecisionLayer.prior(space).no_finding_features(feats, abnormal) if "no finding" in space.names else None
+    text_counts, feature_counts, mixed = np.zeros(3, int), np.zeros(3, int), []
+    for j, cls in enumerate(space.names):
+        if cls in space.concepts:
+            keys = []
+            for doc in docs:
+                sentences = set()
+                for k in space.concepts[cls]:
+                    for m in k.regex.finditer(doc.text):
+                        c = doc.clause_at(m.start())
+                        if c is not None:
+                            sentences.add(re.sub(r"\d+(?:\.\d+)?", "#", " ".join(doc.sentence(c).split())))
+                keys.append(tuple(sorted(sentences)))
+            rows = feats[cls]
+        else:
+            keys, rows = [" ".join(d.text.split()) for d in docs], nf
+        text_counts += _ceiling(keys, labels[:, j])
+        feature_counts += _ceiling([r.tobytes() for r in rows], labels[:, j])
+        groups: dict = {}
+        for key, label in zip(keys, labels[:, j]):
+            groups.setdefault(key, []).append(int(label))
+        for key, ls in groups.items():
+            if len(ls) >= min_reports and 0 < sum(ls) < len(ls):
+                mixed.append({"class": cls, "sentences": list(key) if isinstance(key, tuple) else [key],
+                              "reports": len(ls), "positive": sum(ls)})
+
+    def f1(c):
+        return float(2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]))
+
+    mixed.sort(key=lambda m: -m["reports"])
+    return {"text_ceiling_micro_f1": f1(text_counts), "feature_ceiling_micro_f1": f1(feature_counts), "mixed": mixed}
+
+
 def load(source: str, data_dir: Path):
     ids, texts, codes = LOADERS[source](data_dir)
     labels = (codes == 1).astype(np.int64)
@@ -78,12 +139,15 @@ def evaluate(source: str, data_dir: Path, repeats: int, score_locked: bool) -> d
         if seed == 0:
             fold0 = _scores(y_dev[folds[0]], pred[folds[0]], space.names)
     layer, setting = cv.fit_with_inner_cv(space, f_dev, a_dev, y_dev)
+    generic = DecisionLayer.prior(space).decide(f_dev, a_dev)
     result = {
         "label_source": source, "disease_set": SOURCES[source], "n_reports": len(ids), "n_locked": int(locked.sum()),
         "n_cv": int(len(dev)), "folds": 5, "repeats": repeats, "setting_chosen_per_fold": chosen,
         "held_out": _mean_scores(runs), "held_out_per_repeat": [{k: r[k] for k in ("micro", "macro")} for r in runs],
         "uninspected_fold": fold0,
         "in_sample": {"setting": setting, **_scores(y_dev, layer.decide(f_dev, a_dev), space.names)},
+        "generic_reading": _scores(y_dev, generic, space.names),
+        "label_consistency": label_consistency(space, [texts[i] for i in dev], y_dev, f_dev, a_dev),
     }
     if score_locked:
         lock = np.flatnonzero(locked)
@@ -124,6 +188,43 @@ def inspect(source: str, data_dir: Path, cls: str, limit: int) -> None:
     print("weights (fitted on the inspectable reports):", [(k, round(v, 2)) for k, v in big], round(fitted["bias"], 2))
 
 
+def markdown(results: dict) -> str:
+    """Per-class tables of a results JSON (held-out mean over repeats; in-sample, generic and locked-fold)."""
+    out = []
+    for source, r in results.items():
+        locked = r.get("locked_fold")
+        head = "| class | support | predicted | held-out P | R | F1 | in-sample F1 | generic F1 |"
+        rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        if locked:
+            head += " locked support | locked P | R | F1 |"
+            rule += " ---: | ---: | ---: | ---: |"
+        title = f"#### {source} ({r['disease_set']}, {r['n_cv']} reports in CV, {r['n_locked']} locked)"
+        out += [title, "", head, rule]
+        rows = [(n, r["held_out"]["per_class"][n]) for n in r["held_out"]["per_class"]]
+        for name, h in rows:
+            note = " (no positives)" if h["zero_support"] else ""
+            line = (f"| {name}{note} | {h['support']} | {h['predicted']:.1f} | {h['precision']:.2f} | "
+                    f"{h['recall']:.2f} | {h['f1']:.2f} | {r['in_sample']['per_class'][name]['f1']:.2f} | "
+                    f"{r['generic_reading']['per_class'][name]['f1']:.2f} |")
+            if locked:
+                lk = locked["per_class"][name]
+                line += f" {lk['support']} | {lk['precision']:.2f} | {lk['recall']:.2f} | {lk['f1']:.2f} |"
+            out.append(line)
+        for key in ("micro", "macro"):
+            h = r["held_out"][key]
+            predicted = sum(v["predicted"] for _, v in rows)
+            line = (f"| **{key}** | {sum(v['support'] for _, v in rows)} | {predicted:.1f} | {h['precision']:.3f} | "
+                    f"{h['recall']:.3f} | "
+                    f"**{h['f1']:.3f}** | {r['in_sample'][key]['f1']:.3f} | {r['generic_reading'][key]['f1']:.3f} |")
+            if locked:
+                lk = locked[key]
+                line += (f" {sum(v['support'] for v in locked['per_class'].values())} | {lk['precision']:.3f} | "
+                         f"{lk['recall']:.3f} | **{lk['f1']:.3f}** |")
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
@@ -134,7 +235,11 @@ def main(argv=None) -> int:
     parser.add_argument("--write-params", action="store_true", help="fit on all labelled reports, write the resource")
     parser.add_argument("--inspect", nargs=2, metavar=("SOURCE", "CLASS"))
     parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--markdown", type=Path, help="print the per-class tables of this results JSON and exit")
     args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
     if args.inspect:
         inspect(args.inspect[0], args.data, args.inspect[1], args.limit)
         return 0
@@ -155,7 +260,9 @@ def main(argv=None) -> int:
         h, i = r["held_out"], r["in_sample"]
         line = (f"{s}: held-out micro-F1 {h['micro']['f1']:.3f} (repeats {h['micro']['f1_min']:.3f}-"
                 f"{h['micro']['f1_max']:.3f}), macro-F1 {h['macro']['f1']:.3f}; uninspected fold "
-                f"{r['uninspected_fold']['micro']['f1']:.3f}; in-sample {i['micro']['f1']:.3f}")
+                f"{r['uninspected_fold']['micro']['f1']:.3f}; in-sample {i['micro']['f1']:.3f}; generic reading "
+                f"{r['generic_reading']['micro']['f1']:.3f}; text ceiling "
+                f"{r['label_consistency']['text_ceiling_micro_f1']:.3f}")
         if "locked_fold" in r:
             line += f"; locked fold {r['locked_fold']['micro']['f1']:.3f} / macro {r['locked_fold']['macro']['f1']:.3f}"
         print(line + f" ({r['seconds']} s)")

@@ -156,8 +156,8 @@ class RuleLabeler:
             present, unc = layer._class_present(feats), layer.uncertain(feats)
             for cls in layer.space.feature_names:
                 negated = feats[cls][:, layer.space.core_columns(cls, _NEGATED)].any(1)
-                col = np.where(present[cls], POSITIVE, np.where(unc[cls], UNCERTAIN, np.where(negated, NEGATIVE, BLANK)))
-                codes[:, index[cls]] = col
+                codes[:, index[cls]] = np.where(present[cls], POSITIVE,
+                                                np.where(unc[cls], UNCERTAIN, np.where(negated, NEGATIVE, BLANK)))
                 present_cols.append(present[cls])
                 uncertain_cols.append(unc[cls])
         if not self._parts and n:

@@ -136,7 +136,8 @@ CHEXPERT_CONCEPTS: dict[str, list[Concept]] = {
     ],
     "fracture": [
         C("fracture", r"\bfractur\w*", True),
-        C("cortical break", r"\b(?:cortex|cortical|bone)\w*\s+(?:\w+\s+){0,3}(?:interrupt\w*|discontinu\w*|broken|break)"),
+        C("cortical break", r"\b(?:cortex|cortical|bone)\w*\s+(?:\w+\s+){0,3}"
+                            r"(?:interrupt\w*|discontinu\w*|broken|break)"),
     ],
     "support devices": [
         C("tube", r"\btubes?\b", True),
@@ -163,9 +164,9 @@ CTRATE_CONCEPTS: dict[str, list[Concept]] = {
         C("tube", r"\b(?:endotracheal|tracheostomy|tracheal|chest|drainage|nasogastric|feeding|thoracostomy)\s+tubes?\b"
                   r"|\bintubat\w*|\btracheostomy\b", True),
         C("prosthesis", r"\bprosthe\w*|\bimplant\w*|\bgrafts?\b|\bvalve replacement\b", True),
-        C("surgical material", r"\b(?:surgical|medical|foreign|metallic|metal)\s+(?:\w+\s+)?(?:material|clips?|sutures?|"
-                               r"wires?|body|bodies|densit\w+|artifacts?)\b|\bclips?\b|\bsutures?\b|\bwires?\b|\bcoils?\b"
-                               r"|\bstaples?\b", True),
+        C("surgical material", r"\b(?:surgical|medical|foreign|metallic|metal)\s+(?:\w+\s+)?(?:material|clips?|"
+                               r"sutures?|wires?|body|bodies|densit\w+|artifacts?)\b|\bclips?\b|\bsutures?\b|\bwires?\b"
+                               r"|\bcoils?\b|\bstaples?\b", True),
         C("fixation", r"\bfixation\b|\bscrews?\b|\bplates?\b"),
         C("drain", r"\bdrain(?:s|age)?\b"),
         C("operation", r"\bpost\s?operative\b|\boperat\w*|\bsurg\w*|\bsternotomy\b|\bcabg\b|\bbypass\b|\b\w+ectomy\b"),
@@ -194,8 +195,8 @@ CTRATE_CONCEPTS: dict[str, list[Concept]] = {
     "lymphadenopathy": [
         C("lymphadenopathy", r"\b(?:lymph)?adenopath\w*", True),
         C("enlarged lymph node", rf"\b(?:enlarged|pathologic\w*|swollen|increased|prominent|large)\s+{_W}{{0,3}}?"
-                                 rf"(?:{_LYMPH_NODE})|(?:{_LYMPH_NODE})\s+{_W}{{0,6}}?(?:enlarg\w*|pathologic\w*|swollen)"
-                                 rf"|(?:{_LYMPH_NODE})\s+enlargement", True),
+                                 rf"(?:{_LYMPH_NODE})|(?:{_LYMPH_NODE})\s+{_W}{{0,6}}?"
+                                 rf"(?:enlarg\w*|pathologic\w*|swollen)|(?:{_LYMPH_NODE})\s+enlargement", True),
         C("lymph node", _LYMPH_NODE),
     ],
     "emphysema": [
@@ -219,8 +220,8 @@ CTRATE_CONCEPTS: dict[str, list[Concept]] = {
         C("opacity", r"\bopacit\w*", True),
         C("ground glass", r"\bground glass\b", True),
         C("infiltration", r"\binfiltra\w*", True),
-        C("density increase", r"\bdensit(?:y|ies)\s+(?:\w+\s+)?increas\w*|\bincrease\w*\s+(?:in\s+)?(?:\w+\s+)?densit\w*"
-                              r"|\b(?:hyper)?dense\s+areas?\b", True),
+        C("density increase", r"\bdensit(?:y|ies)\s+(?:\w+\s+)?increas\w*"
+                              r"|\bincrease\w*\s+(?:in\s+)?(?:\w+\s+)?densit\w*|\b(?:hyper)?dense\s+areas?\b", True),
         C("density", r"\bdensit(?:y|ies)\b"),
         C("consolidation", r"\bconsolidat\w*"),
     ],
