@@ -41,6 +41,18 @@ def _scores(y, p, names) -> dict:
             "per_class": {n: {k: v[k] for k in keep} for n, v in ce["per_class"].items()}, "n": ce["n"]}
 
 
+def _bootstrap_micro_f1(y, p, n: int = 2000, seed: int = 0) -> list[float]:
+    """95 % interval of the micro-F1 over reports resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    y, p = np.asarray(y, dtype=bool), np.asarray(p, dtype=bool)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        tp = (y[idx] & p[idx]).sum()
+        values.append(2 * tp / max(1, y[idx].sum() + p[idx].sum()))
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
 def _mean_scores(runs: list[dict]) -> dict:
     """Mean (and spread) over repeats of the micro / macro / per-class numbers."""
     out = {}
@@ -138,6 +150,7 @@ def evaluate(source: str, data_dir: Path, repeats: int, score_locked: bool) -> d
         chosen.append(l2s)
         if seed == 0:
             fold0 = _scores(y_dev[folds[0]], pred[folds[0]], space.names)
+            fold0["micro"]["f1_ci95"] = _bootstrap_micro_f1(y_dev[folds[0]], pred[folds[0]])
     layer, setting = cv.fit_with_inner_cv(space, f_dev, a_dev, y_dev)
     generic = DecisionLayer.prior(space).decide(f_dev, a_dev)
     result = {
@@ -151,8 +164,9 @@ def evaluate(source: str, data_dir: Path, repeats: int, score_locked: bool) -> d
     }
     if score_locked:
         lock = np.flatnonzero(locked)
-        result["locked_fold"] = _scores(labels[lock], layer.decide(cv._rows(feats, lock), abnormal[lock]),
-                                        space.names)
+        pred_lock = layer.decide(cv._rows(feats, lock), abnormal[lock])
+        result["locked_fold"] = _scores(labels[lock], pred_lock, space.names)
+        result["locked_fold"]["micro"]["f1_ci95"] = _bootstrap_micro_f1(labels[lock], pred_lock)
     result["seconds"] = round(time.time() - t0, 1)
     return result
 
@@ -264,7 +278,9 @@ def main(argv=None) -> int:
                 f"{r['generic_reading']['micro']['f1']:.3f}; text ceiling "
                 f"{r['label_consistency']['text_ceiling_micro_f1']:.3f}")
         if "locked_fold" in r:
-            line += f"; locked fold {r['locked_fold']['micro']['f1']:.3f} / macro {r['locked_fold']['macro']['f1']:.3f}"
+            lk = r["locked_fold"]
+            line += (f"; locked fold {lk['micro']['f1']:.3f} (95 % CI {lk['micro']['f1_ci95'][0]:.3f}-"
+                     f"{lk['micro']['f1_ci95'][1]:.3f}) / macro {lk['macro']['f1']:.3f}")
         print(line + f" ({r['seconds']} s)")
         print("   ", {n: round(v["f1"], 2) for n, v in h["per_class"].items()})
     print("wrote", args.output)

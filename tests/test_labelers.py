@@ -18,11 +18,12 @@ from dia_llama.metrics import clinical_efficacy
 
 DATA = SHARED / "data"
 
-# Held-out (5-fold CV on the reports outside the locked fold) micro-F1 the fitted layers must keep; docs/labelers.md
-# has the full protocol and numbers (scripts/labeler_crossval.py: nested CV, 3 repeats). Measured by the test below
-# with the shipped setting (l2) and one split: CheXbert 0.83-0.84, CT-RATE 0.93.
-MIN_HELD_OUT_MICRO_F1 = {"chexbert": 0.82, "ctrate": 0.92}
-MIN_HELD_OUT_CLASS_F1 = {"ctrate": 0.70}  # every CT-RATE-18 class
+# Held-out agreement the fitted layers must keep (test_held_out_agreement: 5-fold CV, seed 0, on the reports outside
+# the locked fold, with the shipped l2): CheXbert 0.834, CT-RATE 0.936 with every class >= 0.84. docs/labelers.md has
+# the full protocol (scripts/labeler_crossval.py: l2 chosen inside each training part, 3 repeats: 0.835 / 0.934) and
+# why CheXbert's 0.85 target is out of reach (its labels of identical sentences disagree).
+MIN_HELD_OUT_MICRO_F1 = {"chexbert": 0.83, "ctrate": 0.93}
+MIN_HELD_OUT_CLASS_F1 = {"ctrate": 0.80}  # every CT-RATE-18 class
 
 
 def codes_of(labeler, text):
