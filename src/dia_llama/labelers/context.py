@@ -5,8 +5,9 @@ packaged by negspacy, MIT licence) and the CheXpert labeler's negation and uncer
 surface form, plus the radiology verbs of "not seen / not detected / is normal".
 
 A report is split into sentences, each sentence into *segments* at ConText termination terms ("but", "however",
-"although", "except", "which"...), each segment into *clauses* at commas (a comma list closed by "or" / "nor" in a
-negated clause stays whole: "no nodule, consolidation or mass"). A mention then gets one :data:`STATUSES` value:
+"although", "except", "which"...), each segment into *clauses* at commas (a negated comma list closed by "or" /
+"nor" or by its verb stays whole: "no nodule, consolidation or mass", "no mass, nodule, infiltration was detected").
+A mention then gets one :data:`STATUSES` value:
 
 * ``unc``: an uncertainty cue before it in its clause ("possible", "suggestive of", "in favour of"...) or just after
   it ("cannot be excluded", "?");

@@ -1,8 +1,8 @@
 """Report -> per-class binary features: which concept was mentioned with which context status.
 
 For class ``c`` with concepts ``k``, the features are ``"k:status"`` for every :data:`~.context.STATUSES` value
-(1 when the report holds at least one such mention), plus ``"k:pos_out"`` for lung classes: an affirmed mention in
-a clause or sentence that names another organ and no lung word (then it is not counted as ``"k:pos"``).
+(1 when the report holds at least one such mention), plus ``"k:pos_out"`` for lung classes: an affirmed mention whose
+nearest anatomy word (in its clause, else its sentence) names another organ (it then does not count as ``"k:pos"``).
 """
 
 from __future__ import annotations

@@ -129,7 +129,8 @@ class DecisionLayer:
             layer = cls(space, params)
         return layer
 
-    def _class_present(self, feats: dict) -> dict[str, np.ndarray]:
+    def class_present(self, feats: dict) -> dict[str, np.ndarray]:
+        """Per class (but "no finding"): present (n,) bool."""
         return {c: logit(feats[c], *self._w[c]) > 0 for c in self.space.feature_names}
 
     def uncertain(self, feats: dict) -> dict[str, np.ndarray]:
@@ -137,12 +138,12 @@ class DecisionLayer:
         return {c: feats[c][:, self.space.core_columns(c, ("unc",))].any(1) for c in self.space.feature_names}
 
     def no_finding_features(self, feats: dict, abnormal: np.ndarray) -> np.ndarray:
-        present, unc = self._class_present(feats), self.uncertain(feats)
+        present, unc = self.class_present(feats), self.uncertain(feats)
         return no_finding_matrix(list(present.values()), list(unc.values()), abnormal)
 
     def decide(self, feats: dict, abnormal: np.ndarray) -> np.ndarray:
         """Present (n, L) 0/1 in ``space.names`` order."""
-        present = self._class_present(feats)
+        present = self.class_present(feats)
         cols = []
         for c in self.space.names:
             if c in present:

@@ -153,7 +153,7 @@ class RuleLabeler:
         abnormal = np.zeros((n, 2), dtype=bool)
         for layer in self._parts:
             feats, abnormal = layer.space.transform(texts)
-            present, unc = layer._class_present(feats), layer.uncertain(feats)
+            present, unc = layer.class_present(feats), layer.uncertain(feats)
             for cls in layer.space.feature_names:
                 negated = feats[cls][:, layer.space.core_columns(cls, _NEGATED)].any(1)
                 codes[:, index[cls]] = np.where(present[cls], POSITIVE,
