@@ -1,25 +1,29 @@
-"""Report labelers: rule-based (negation/uncertainty, agreement with CheXbert), CheXbert and RadBERT loaders."""
+"""Report labelers: rule-based (context machinery, fitted decision layer, held-out agreement), CheXbert and RadBERT
+loaders."""
 
-import csv
-from pathlib import Path
+import json
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED
 
 from dia_llama.configuration_dia_llama import CHEXPERT_14, CT_RATE_18
 from dia_llama.labelers import LabelerOutput, ReportLabeler, agreement_table, get_labeler
+from dia_llama.labelers import crossval as cv
+from dia_llama.labelers.context import Document
+from dia_llama.labelers.fitted import DecisionLayer
+from dia_llama.labelers.params import PARAMS_PATH, build_space, check_params, load_params
 from dia_llama.evaluation.metrics import clinical_efficacy
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"
+DATA = SHARED / "data"
 
-# Rule labeler (chexbert_compat, default) vs CheXbert on the 180 CTRG dev reports: micro-F1 0.850 (halves split by
-# (id - 1) / 2 parity: 0.872 / 0.827, up from 0.837 / 0.803, every rule change gaining on both; the rules were
-# written looking at all 180, so these halves are no true held-out estimate; literal reading 0.77). About a third of
-# the remaining disagreements are CheXbert labelling word-for-word identical sentences both ways (e.g. "The shape of
-# heart shadow and large vessels is normal, and no mass or enlarged lymph node is found in mediastinum" ->
-# "enlarged cardiomediastinum" present in 13 reports, not in 33).
-MIN_MICRO_F1_VS_CHEXBERT = 0.85
+# Held-out agreement the fitted layers must keep (test_held_out_agreement: 5-fold CV, seed 0, on the reports outside
+# the locked fold, with the shipped l2): CheXbert 0.834, CT-RATE 0.936 with every class >= 0.84. docs/labelers.md has
+# the full protocol (scripts/labeler_crossval.py: l2 chosen inside each training part, 3 repeats: 0.835 / 0.934) and
+# why CheXbert's 0.85 target is out of reach (its labels of identical sentences disagree).
+MIN_HELD_OUT_MICRO_F1 = {"chexbert": 0.83, "ctrate": 0.93}
+MIN_HELD_OUT_CLASS_F1 = {"ctrate": 0.80}  # every CT-RATE-18 class
 
 
 def codes_of(labeler, text):
@@ -32,107 +36,102 @@ def rule():
     return get_labeler("rule")
 
 
-# ------------------------------------------------------------------------------------------- rules
+@pytest.fixture(scope="module")
+def generic():
+    return get_labeler("rule", label_source="generic")
+
+
+# ------------------------------------------------------------------------------------------- context
 @pytest.mark.parametrize(
-    "text, expected",
+    "text, word, status",
     [
-        ("Multiple nodules are seen in both lungs.", {"lung lesion": 1}),
-        ("No pleural effusion or pleural thickening.", {"pleural effusion": 2, "pleural other": 2, "no finding": 1}),
-        ("No pleural effusion, bilateral pleural thickening.", {"pleural effusion": 2, "pleural other": 1}),
-        ("Right pleural effusion without pleural thickening.", {"pleural effusion": 1, "pleural other": 2}),
-        ("Bilateral pulmonary hili are not large, heart shadow is not enlarged.", {"cardiomegaly": 2, "no finding": 1}),
-        ("There is no nodule, consolidation, or mass in either lung.",
-         {"lung lesion": 2, "consolidation": 2, "no finding": 1}),
-        ("Nodule, mass or cyst is not seen in the lungs.", {"lung lesion": 2, "no finding": 1}),
-        ("Free of consolidation.", {"consolidation": 2, "no finding": 1}),
-        ("Negative for pneumothorax.", {"pneumothorax": 2, "no finding": 1}),
-        ("Possible small nodule in the right lower lobe.", {"lung lesion": 3}),
-        ("Pneumonia cannot be excluded.", {"pneumonia": 3}),
-        ("Consolidation in the left lower lobe, likely atelectasis.", {"consolidation": 1, "atelectasis": 3}),
-        ("Atelectasis?", {"atelectasis": 3}),
-        ("Nodular shadows can be seen in both lungs.", {"lung lesion": 1}),  # "can be seen" is not uncertain
-        ("The heart shadow is enlarged.", {"cardiomegaly": 1}),
-        ("Multiple enlarged lymph nodes can be seen in the mediastinum.", {"enlarged cardiomediastinum": 1}),
-        ("No obvious mass or enlarged lymph node is found in mediastinum.",  # CheXbert: "no mass" anywhere is a
-         {"enlarged cardiomediastinum": 2, "lung lesion": 2, "no finding": 1}),  # negative lung lesion
-        ("A pacemaker shadow can be seen under the skin of the left chest wall.", {"support devices": 1}),
-        ("The bronchial tube wall is thickened.", {"support devices": 1}),  # CheXbert: any "tube" is a device
-        ("No catheter, tube or pacemaker is seen.", {"support devices": 2, "no finding": 1}),
-        ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}),
-        ("Ground glass opacity in the right upper lobe.", {"lung opacity": 1}),
-        ("Ground glass nodule in the right upper lobe.", {"lung lesion": 1}),
-        ("Small amount of effusion in the bilateral thoracic cavity.", {"pleural effusion": 1}),
-        ("A small amount of pericardial effusion.", {}),  # not pleural
+        ("No pleural effusion.", "effusion", "neg"),
+        ("Pleural effusion is not seen.", "effusion", "neg"),
+        ("Pleural effusion-thickening was not observed.", "effusion", "neg"),
+        ("Heart size is within normal limits.", "heart", "neg"),
+        ("There is no nodule, consolidation, or mass in either lung.", "nodule", "neg"),
+        ("There is no nodule, consolidation, or mass in either lung.", "mass", "neg_conj"),  # a later conjunct
+        ("No mass, nodule, infiltration was detected in both lungs.", "nodule", "neg_conj"),  # a listed subject
+        ("Nodule, mass or cyst is not seen in the lungs.", "mass", "neg"),
+        ("No obvious enlarged lymph node is found.", "lymph", "neg_hedged"),
+        ("The heart is not obviously enlarged.", "heart", "neg_hedged"),
+        ("No mass or enlarged lymph node is found in the mediastinum.", "lymph", "neg_conj"),
+        ("No pleural effusion, bilateral pleural thickening.", "thickening", "neg_wide"),
+        ("Possible small nodule in the right lower lobe.", "nodule", "unc"),
+        ("Pneumonia cannot be excluded.", "pneumonia", "unc"),
+        ("Atelectasis?", "atelectasis", "unc"),
+        ("Findings in favor of pneumonia.", "pneumonia", "unc"),
+        ("Nodular shadows can be seen in both lungs.", "nodular", "pos"),  # "can be seen" is not uncertain
+        ("No change in the nodule.", "nodule", "pos"),  # pseudo-negation
+        ("No pleural effusion, but a nodule is seen.", "nodule", "pos"),  # "but" ends the scope
+        ("A 5 mm nodule in the right upper lobe.", "nodule", "pos"),
     ],
 )
-def test_rule_negation_uncertainty(rule, text, expected):
+def test_context_status(text, word, status):
+    doc = Document(text)
+    i = doc.text.index(word)
+    assert doc.status(i, i + len(word)) == status
+
+
+def test_document_keeps_offsets_and_splits():
+    doc = Document("No pleural effusion, bilateral pleural thickening. Nodule of 1.2 cm; heart normal")
+    assert len(doc.text) == len("No pleural effusion, bilateral pleural thickening. Nodule of 1.2 cm; heart normal")
+    clauses = [doc.text[c.start:c.end] for c in doc.clauses]
+    assert clauses == ["no pleural effusion", "bilateral pleural thickening.", "nodule of 1.2 cm;", "heart normal"]
+
+
+# ------------------------------------------------------------------------------------- rule labeler
+GENERIC_CASES = [
+    ("Multiple nodules are seen in both lungs.", {"lung lesion": 1}),
+    ("No pleural effusion or pleural thickening.", {"pleural effusion": 2, "pleural other": 2, "no finding": 1}),
+    ("No pleural effusion, bilateral pleural thickening.", {"pleural effusion": 2, "pleural other": 1}),
+    ("Right pleural effusion without pleural thickening.", {"pleural effusion": 1, "pleural other": 2}),
+    ("Bilateral pulmonary hili are not large, heart shadow is not enlarged.", {"cardiomegaly": 2, "no finding": 1}),
+    ("There is no nodule, consolidation, or mass in either lung.",
+     {"lung lesion": 2, "consolidation": 2, "no finding": 1}),
+    ("Nodule, mass or cyst is not seen in the lungs.", {"lung lesion": 2, "no finding": 1}),
+    ("Free of consolidation.", {"consolidation": 2, "no finding": 1}),
+    ("Negative for pneumothorax.", {"pneumothorax": 2, "no finding": 1}),
+    ("Possible small nodule in the right lower lobe.", {"lung lesion": 3}),
+    ("Pneumonia cannot be excluded.", {"pneumonia": 3}),
+    ("Consolidation in the left lower lobe, likely atelectasis.", {"consolidation": 1, "atelectasis": 3}),
+    ("Atelectasis?", {"atelectasis": 3}),
+    ("Nodular shadows can be seen in both lungs.", {"lung lesion": 1}),
+    ("The heart shadow is enlarged.", {"cardiomegaly": 1}),
+    ("The mediastinum is widened.", {"enlarged cardiomediastinum": 1}),
+    ("A pacemaker shadow can be seen under the skin of the left chest wall.", {"support devices": 1}),
+    ("No catheter, tube or pacemaker is seen.", {"support devices": 2, "no finding": 1}),
+    ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}),
+    ("Ground glass opacity in the right upper lobe.", {"lung opacity": 1}),
+    ("Ground glass nodule in the right upper lobe.", {"lung lesion": 1}),
+    ("Small amount of effusion in the bilateral thoracic cavity.", {"pleural effusion": 1}),
+    ("A small amount of pericardial effusion.", {}),  # not pleural (a CheXpert "unmention")
+    ("A low density nodule is seen in the left adrenal gland.", {"lung lesion": 1}),  # CheXpert: any organ
+]
+
+
+@pytest.mark.parametrize("text, expected", GENERIC_CASES)
+def test_generic_reading(generic, text, expected):
+    got = codes_of(generic, text)
+    if "no finding" not in expected:
+        got.pop("no finding", None)
+    assert got == expected
+
+
+@pytest.mark.parametrize("text, expected", [c for c in GENERIC_CASES if c[0] not in (
+    "The mediastinum is widened.",)])  # too rare in CheXbert's CTRG labels to test its fitted reading
+def test_chexbert_fitted_reading_keeps_the_clear_cases(rule, text, expected):
     got = codes_of(rule, text)
     if "no finding" not in expected:
         got.pop("no finding", None)
     assert got == expected
 
 
-@pytest.mark.parametrize(
-    "text, compat, literal",
-    [  # CheXbert's consistent reading of CT wording (chexbert_compat=True) vs the literal one
-        ("No pleural effusion, bilateral pleural hypertrophy.", {"pleural effusion": 2},
-         {"pleural effusion": 2, "pleural other": 1}),
-        ("Local thickening and adhesion of the left pleura.", {"pleural other": 1}, {"pleural other": 1}),
-        ("Lobulation and pleural indentation signs can be seen.", {}, {}),  # a tumour sign, not pleural disease
-        ("The adjacent pleura is pulled.", {}, {}),
-        ("Patchy ground glass shadow is seen in the right upper lobe.", {}, {"lung opacity": 1}),
-        ("A ground glass opacity is seen in the right upper lobe.", {"lung opacity": 1}, {"lung opacity": 1}),
-        ("The left eighth rib cortex is interrupted.", {}, {"fracture": 1}),
-        ("Old fractures of the left 4th and 5th ribs.", {"fracture": 1}, {"fracture": 1}),
-        ("The bronchial tube wall is thickened.", {"support devices": 1}, {}),
-        ("T1 vertebral body collapse.", {"atelectasis": 1}, {}),  # CheXbert reads lung words in any organ
-        ("A small nodule is seen in the left adrenal gland.", {"lung lesion": 1}, {}),
-        ("Calcified nodules can be seen in the lower lobe of the left lung.", {}, {"lung lesion": 1}),  # unmentions
-        ("Massive soft tissue shadow is seen in the right lung.", {}, {"lung lesion": 1}),
-        ("Nodular calcification is seen in the right upper lung.", {"lung lesion": 1}, {"lung lesion": 1}),
-        ("Arc-shaped low density shadows can be seen in bilateral thoracic cavity.", {}, {"pleural effusion": 1}),
-        ("A pulmonary compression zone is seen in the right lung.", {}, {"pneumothorax": 1}),
-        ("Dense stent shadow is seen in the trachea.", {}, {"support devices": 1}),
-        ("Thorax is symmetrical, with trachea mediastinum in the middle.", {"enlarged cardiomediastinum": 1}, {}),
-        ("The mediastinum is not widened.", {"enlarged cardiomediastinum": 2}, {}),
-        ("The left thorax is slightly collapsed.", {"atelectasis": 1}, {}),
-        ("Soft and hard plaques can be seen in the thoracic aorta.", {"enlarged cardiomediastinum": 1}, {}),
-        ("The walls of coronary arteries and large vessels are calcified.", {"enlarged cardiomediastinum": 1}, {}),
-        ("Coronary artery wall calcification.", {}, {}),
-        ("No mass or obviously enlarged lymph node is found in the mediastinum.",
-         {"enlarged cardiomediastinum": 1, "lung lesion": 2}, {"enlarged cardiomediastinum": 2}),
-        ("No obvious mass or enlarged lymph node is found in mediastinum.",
-         {"enlarged cardiomediastinum": 2, "lung lesion": 2}, {"enlarged cardiomediastinum": 2}),
-        ("No mass or enlarged lymph node is found in mediastinum.",  # "no" read as bearing on the mass only...
-         {"enlarged cardiomediastinum": 1, "lung lesion": 2}, {"enlarged cardiomediastinum": 2}),
-        ("The shape of heart shadow and large vessels is normal, and no mass or enlarged lymph node is found in "
-         "mediastinum.",  # ... but not after a statement of normality
-         {"enlarged cardiomediastinum": 2, "cardiomegaly": 2, "lung lesion": 2},
-         {"enlarged cardiomediastinum": 2, "cardiomegaly": 2}),
-        ("No obviously enlarged lymph node is found in the axilla.", {}, {}),  # mediastinum only
-    ],
-)
-def test_chexbert_compat_rules(rule, text, compat, literal):
-    for labeler, expected in ((rule, compat), (get_labeler("rule", chexbert_compat=False), literal)):
-        got = codes_of(labeler, text)
-        got.pop("no finding", None)
-        assert got == expected, (labeler.chexbert_compat, text)
-
-
-def test_lung_location_filter():
+def test_lung_class_elsewhere_is_kept_apart_for_ctrate():
     thyroid = "A low density nodule is seen in the left lobe of the thyroid."
-    assert codes_of(get_labeler("rule"), thyroid) == {"lung lesion": 1}  # CheXbert's reading (module doc)
-    for labeler in (get_labeler("rule", lung_location_filter=True), get_labeler("rule", chexbert_compat=False)):
-        assert labeler.lung_location_filter and "lung lesion" not in codes_of(labeler, thyroid)
-    ctrate = get_labeler("rule", disease_set="ctrate18")  # CT-RATE-18 keeps the filter
-    assert ctrate.lung_location_filter and "lung nodule" not in codes_of(ctrate, thyroid)
-
-
-def test_chexbert_compat_leaves_ctrate18_alone():
-    text = "The bronchial tube wall is thickened. Bilateral pleural hypertrophy. Ground glass shadow in the left lung."
-    a = get_labeler("rule", disease_set="ctrate18").label([text]).codes
-    b = get_labeler("rule", disease_set="ctrate18", chexbert_compat=False).label([text]).codes
-    assert np.array_equal(a, b)
+    ctrate = get_labeler("rule", disease_set="ctrate18")
+    assert "lung nodule" not in codes_of(ctrate, thyroid)
+    assert codes_of(ctrate, "A 4 mm nodule in the right upper lobe.") == {"lung nodule": 1}
 
 
 def test_no_finding_needs_an_entirely_normal_report(rule):
@@ -153,7 +152,7 @@ def test_chexpert_hierarchy_option():
 
 def test_labeler_interface(rule):
     assert isinstance(rule, ReportLabeler)
-    assert rule.name == "rule" and rule.disease_names == CHEXPERT_14
+    assert rule.name == "rule" and rule.disease_names == CHEXPERT_14 and rule.label_source == "chexbert"
     out = rule.label(["Nodules in both lungs.", "", "No pleural effusion."])
     assert isinstance(out, LabelerOutput)
     assert out.present.shape == out.codes.shape == (3, 14)
@@ -161,54 +160,120 @@ def test_labeler_interface(rule):
     assert np.array_equal(out.present, (out.codes == 1).astype(int))
     assert out.to_records(["a", "b", "c"])[0]["id"] == "a"
     assert rule.label([]).present.shape == (0, 14)
+    assert out.codes[1].tolist() == [0] * 13 + [1]  # an empty report: "no finding", as in CheXpert
     with pytest.raises(ValueError, match="unknown labeler"):
         get_labeler("nope")
+    with pytest.raises(ValueError, match="unknown label_source"):
+        get_labeler("rule", label_source="radiologist")
+    with pytest.raises(ValueError, match="no rules for"):
+        get_labeler("rule", disease_set=["cardiomegaly", "emphysema"], label_source="chexbert")
 
 
-def test_rule_ctrate18():
-    labeler = get_labeler("rule", disease_set="ctrate18")
-    assert labeler.disease_names == CT_RATE_18
-    text = ("A central venous catheter is seen. Atherosclerotic calcifications are observed in the aorta and "
-            "coronary arteries. The heart size is increased. Minimal pericardial effusion. A small hiatal hernia. "
-            "Pathologically enlarged lymph nodes in the mediastinum. Centrilobular emphysema. Atelectasis in the "
-            "lower lobe. A 4 mm nodule in the right upper lobe. Ground-glass opacities in the left lung. Fibrotic "
-            "sequelae in the lingula. Bilateral pleural effusion. Mosaic attenuation pattern. Peribronchial "
-            "thickening. Consolidation in the right lower lobe. Cylindrical bronchiectasis. Interlobular septal "
-            "thickening is noted.")
-    assert labeler.label([text]).present.tolist() == [[1] * 18]
-    normal = ("No pleural or pericardial effusion was detected. No lymphadenopathy. Heart size is normal. "
-              "There is no nodule, consolidation or mass in either lung. No emphysema.")
-    assert labeler.label([normal]).present.sum() == 0
+def test_mentions_explain_a_label(rule):
+    found = rule.mentions("No pleural effusion, bilateral pleural thickening.")
+    assert ("pleural other", "neg_wide", "pleural thickening", "bilateral pleural thickening.") in found
+    assert any(m[0] == "pleural effusion" and m[1] == "neg" for m in found)
+
+
+CTRATE_ALL = ("A central venous catheter is seen. Atherosclerotic calcifications are observed in the aorta and "
+              "coronary arteries. The heart size is increased. Minimal pericardial effusion. A small hiatal hernia. "
+              "Pathologically enlarged lymph nodes in the mediastinum, the largest 14 mm in short axis. Centrilobular "
+              "emphysema. Atelectasis in the lower lobe. A 4 mm nodule in the right upper lobe. Ground-glass opacities "
+              "in the left lung. Fibrotic sequelae in the lingula. Bilateral pleural effusion. Mosaic attenuation "
+              "pattern. Peribronchial thickening. Consolidation in the right lower lobe. Cylindrical bronchiectasis. "
+              "Interlobular septal thickening is noted.")
+CTRATE_NORMAL = ("No pleural or pericardial effusion was detected. No lymphadenopathy. Heart size is normal. "
+                 "There is no nodule, consolidation or mass in either lung. No emphysema.")
+
+
+@pytest.mark.parametrize("label_source", [None, "generic"])
+def test_rule_ctrate18(label_source):
+    labeler = get_labeler("rule", disease_set="ctrate18", label_source=label_source)
+    assert labeler.disease_names == CT_RATE_18 and labeler.name == "rule-ctrate18"
+    assert labeler.label([CTRATE_ALL]).present.tolist() == [[1] * 18]
+    assert labeler.label([CTRATE_NORMAL]).present.sum() == 0
     only_coronary = codes_of(labeler, "Coronary artery wall calcification is seen.")
-    assert only_coronary == {"coronary artery wall calcification": 1}
+    assert {k: v for k, v in only_coronary.items() if v == 1} == {"coronary artery wall calcification": 1}
 
 
-# ---------------------------------------------------------------------------- agreement with CheXbert
-def _dev_set():
-    if not SHARED.is_dir():
-        pytest.skip(f"shared CTRG data not found at {SHARED} (it sits beside the checkout as ../shared)")
-    text = {r["id"]: r["ground_truth"] for r in csv.DictReader(open(SHARED / "test_reports.csv", encoding="utf-8"))}
-    rows = list(csv.DictReader(open(SHARED / "chexbert_labels_dev.csv", encoding="utf-8")))
-    ref = np.array([[int(r[c.replace(" ", "_")]) for c in CHEXPERT_14] for r in rows])
-    return [text[r["id"]] for r in rows], ref
+def test_ctrate_affirmed_lymph_node_is_lymphadenopathy():
+    """CT-RATE's hand labels count an affirmed lymph node mention (normal reports deny them): fitted, not generic."""
+    text = "Lymph nodes with a short axis of 12 mm are observed in the mediastinum."
+    assert codes_of(get_labeler("rule", disease_set="ctrate18"), text).get("lymphadenopathy") == 1
+    assert "lymphadenopathy" not in codes_of(get_labeler("rule", disease_set="ctrate18", label_source="generic"), text)
+
+
+# ------------------------------------------------------------------------------ shipped parameters
+@pytest.mark.parametrize("source", ["chexbert", "ctrate"])
+def test_shipped_parameters_match_the_feature_space(source):
+    params = load_params()[source]
+    assert check_params(source) == []  # a vocabulary change needs scripts/labeler_crossval.py --write-params
+    space = build_space(source)
+    assert params["disease_names"] == space.names and set(params["classes"]) == set(space.names)
+    assert params["n_reports"] == {"chexbert": 180, "ctrate": 800}[source]
+    assert params["setting"]["l2"] > 0
+    for name, p in params["classes"].items():
+        assert p["fitted"] == (p["positives"] >= 5), name
+
+
+def test_zero_support_classes_keep_the_generic_rule():
+    params = load_params()["chexbert"]["classes"]
+    for name in ("pneumonia", "pneumothorax"):
+        assert params[name]["positives"] == 0 and not params[name]["fitted"]
+    space = build_space("chexbert")
+    assert params["pneumonia"]["weights"] == dict(zip(space.feature_names["pneumonia"],
+                                                      space.prior("pneumonia")[0].tolist()))
+
+
+def test_params_file_is_json_with_provenance():
+    doc = json.loads(PARAMS_PATH.read_text())
+    assert doc["format"] == 1 and "labeler_crossval.py" in doc["about"]
+
+
+# ---------------------------------------------------------------------------- held-out agreement
+def _need_data():
+    if not DATA.is_dir():
+        pytest.skip(f"shared data not found at {DATA} (it sits beside the checkout as ../shared)")
+
+
+def test_locked_fold_rule():
+    _need_data()
+    ids, _, _ = cv.load_chexbert_dev(DATA)
+    assert sum(map(cv.is_locked, ids)) == 43
+    ids, _, _ = cv.load_ctrate_manual(DATA)
+    assert sum(map(cv.is_locked, ids)) == 157
+    assert [len(f) for f in cv.kfold_indices(12, 5, 0)] == [3, 3, 2, 2, 2]
 
 
 def test_chexbert_no_finding_coding_is_binary_and_exclusive():
-    _, ref = _dev_set()
+    _need_data()
+    _, _, ref = cv.load_chexbert_dev(DATA)
     assert set(np.unique(ref[:, -1])) <= {0, 1}
     assert not (ref[ref[:, -1] == 1, :-1] == 1).any()
 
 
-def test_rule_labeler_agrees_with_chexbert():
-    texts, ref = _dev_set()
-    out = get_labeler("rule").label(texts)
-    ce = clinical_efficacy(ref == 1, out.present, CHEXPERT_14)
-    table = agreement_table(ref, out.codes, CHEXPERT_14)
-    assert table.count("\n") == 14 + 3 and "| **micro** |" in table
-    assert ce["micro"]["f1"] >= MIN_MICRO_F1_VS_CHEXBERT, table
-    # the classes with clear wording agree closely
-    for name in ("lung lesion", "pleural effusion", "consolidation"):
-        assert ce["per_class"][name]["f1"] >= 0.85, (name, table)
+@pytest.mark.parametrize("source", ["chexbert", "ctrate"])
+def test_held_out_agreement(source):
+    """5-fold CV on the unlocked reports: each fold's labels are predicted by a layer fitted on the other four."""
+    _need_data()
+    ids, texts, codes = {"chexbert": cv.load_chexbert_dev, "ctrate": cv.load_ctrate_manual}[source](DATA)
+    dev = np.array([i for i, x in enumerate(ids) if not cv.is_locked(x)])
+    labels = (codes[dev] == 1).astype(np.int64)
+    space = build_space(source)
+    feats, abnormal = space.transform([texts[i] for i in dev])
+    setting = load_params()[source]["setting"]
+    pred = np.zeros_like(labels)
+    for fold in cv.kfold_indices(len(dev), 5, seed=0):
+        train = np.setdiff1d(np.arange(len(dev)), fold)
+        layer = DecisionLayer.fit(space, cv._rows(feats, train), abnormal[train], labels[train], **setting)
+        pred[fold] = layer.decide(cv._rows(feats, fold), abnormal[fold])
+    ce = clinical_efficacy(labels, pred, space.names)
+    table = agreement_table(labels, pred, space.names, reference_name=source)
+    assert table.count("\n") == len(space.names) + 3
+    assert ce["micro"]["f1"] >= MIN_HELD_OUT_MICRO_F1[source], table
+    for name, row in ce["per_class"].items():
+        if source in MIN_HELD_OUT_CLASS_F1:
+            assert row["f1"] >= MIN_HELD_OUT_CLASS_F1[source], (name, table)
 
 
 # ------------------------------------------------------------------------------------ fake CheXbert
@@ -341,12 +406,14 @@ def test_chexbert_column_subset(tmp_path):
 # --------------------------------------------------------------------------------- synthetic reports
 @pytest.mark.parametrize("disease_set", ["chexpert14", "ctrate18"])
 def test_rule_labeler_recovers_synthetic_labels(disease_set):
+    """The templated reports of the synthetic benchmark are read right by the fitted and the generic reading."""
     synthetic = pytest.importorskip("dia_llama.data.synthetic")
     rng = np.random.default_rng(0)
     labels = synthetic.sample_labels(rng, 200, disease_set=disease_set, min_positives=5)
     # reports do not depend on the volume size; the smallest volume keeps this fast
     reports = [synthetic.make_case(rng, y, disease_set=disease_set, volume_size=(16, 16, 8))[2] for y in labels]
-    labeler = get_labeler("rule", disease_set=disease_set)
-    truth = np.array([[y[n] for n in labeler.disease_names] for y in labels])
-    ce = clinical_efficacy(truth, labeler.label(reports).present, labeler.disease_names)
-    assert ce["micro"]["f1"] >= 0.98, {n: v for n, v in ce["per_class"].items() if v["f1"] < 1}
+    for label_source in (None, "generic"):
+        labeler = get_labeler("rule", disease_set=disease_set, label_source=label_source)
+        truth = np.array([[y[n] for n in labeler.disease_names] for y in labels])
+        ce = clinical_efficacy(truth, labeler.label(reports).present, labeler.disease_names)
+        assert ce["micro"]["f1"] >= 0.98, (label_source, {n: v for n, v in ce["per_class"].items() if v["f1"] < 1})

@@ -7,9 +7,10 @@ One interface for all of them::
     out.present    # (n, L) int 0/1 -- only "present" counts as positive
     out.codes      # (n, L) int CheXbert codes 0 blank, 1 positive, 2 negative, 3 uncertain (or None)
 
-Names: ``"rule"`` (``disease_set="chexpert14"`` or ``"ctrate18"``), ``"chexbert"`` (needs a local
-``chexbert.pth`` + BERT ``vocab.txt``) and ``"ctrate-radbert"`` (needs the local CT-RATE RadBERT classifier).
-Nothing is ever downloaded.
+Names: ``"rule"`` (``disease_set="chexpert14"`` or ``"ctrate18"``; ``label_source="chexbert"`` / ``"ctrate"`` --
+the defaults of the two sets, decision layers fitted to CheXbert's and CT-RATE's labels -- or ``"generic"``, the
+literal reading; docs/labelers.md), ``"chexbert"`` (needs a local ``chexbert.pth`` + BERT ``vocab.txt``) and
+``"ctrate-radbert"`` (needs the local CT-RATE RadBERT classifier). Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def get_labeler(name: str = "rule", disease_set=None, **kwargs) -> ReportLabeler
     """Build a labeler by name.
 
     * ``"rule"``: :class:`~dia_llama.labelers.rule.RuleLabeler` (``disease_set``: ``"chexpert14"`` default,
-      ``"ctrate18"``, or a list of names from either set).
+      ``"ctrate18"``, or a list of names from either set; kwargs: ``label_source``, ``cardiomegaly_implies_ecm``).
     * ``"chexbert"``: :class:`~dia_llama.labelers.chexbert.CheXbertLabeler` (kwargs: ``checkpoint``,
       ``vocab`` or ``tokenizer``, ``device``, ``batch_size``...); CheXpert-14 (or a sub-list of it).
     * ``"ctrate-radbert"``: :class:`~dia_llama.labelers.radbert.RadBertLabeler` (kwargs: ``model_dir``...);

@@ -1,0 +1,291 @@
+#!/usr/bin/env python
+"""Cross-validation of the fitted rule labelers (docs/labelers.md): held-out, in-sample and locked-fold scores.
+
+    python scripts/labeler_crossval.py                      # CV on the unlocked reports -> JSON
+    python scripts/labeler_crossval.py --locked             # also score the locked fold (once, at the end)
+    python scripts/labeler_crossval.py --write-params       # fit on all labelled reports -> the shipped resource
+    python scripts/labeler_crossval.py --inspect chexbert "pleural other"   # errors an engineer may look at
+
+Label sources: ``chexbert`` (CheXbert labels of 180 CTRG reports, CheXpert-14) and ``ctrate`` (800 hand-labelled
+CT-RATE reports, CT-RATE-18). The locked fold (SHA-256 of the id, 0 mod 5) is never fitted on, tuned on or
+inspected; ``--inspect`` shows only out-of-fold errors on reports outside the locked fold and outside fold 0 of the
+seed-0 split (that fold stays uninspected too, and is scored separately).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from dia_llama.labelers import crossval as cv  # noqa: E402
+from dia_llama.labelers.fitted import DecisionLayer  # noqa: E402
+from dia_llama.labelers.params import SOURCES, build_space, layer_to_json, write_params  # noqa: E402
+from dia_llama.evaluation.metrics import clinical_efficacy  # noqa: E402
+
+LOADERS = {"chexbert": cv.load_chexbert_dev, "ctrate": cv.load_ctrate_manual}
+
+
+def _scores(y, p, names) -> dict:
+    ce = clinical_efficacy(y, p, names)
+    keep = ("precision", "recall", "f1", "support", "predicted", "zero_support")
+    return {"micro": ce["micro"], "macro": ce["macro"], "macro_supported": ce["macro_supported"],
+            "per_class": {n: {k: v[k] for k in keep} for n, v in ce["per_class"].items()}, "n": ce["n"]}
+
+
+def _bootstrap_micro_f1(y, p, n: int = 2000, seed: int = 0) -> list[float]:
+    """95 % interval of the micro-F1 over reports resampled with replacement."""
+    rng = np.random.default_rng(seed)
+    y, p = np.asarray(y, dtype=bool), np.asarray(p, dtype=bool)
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, len(y), len(y))
+        tp = (y[idx] & p[idx]).sum()
+        values.append(2 * tp / max(1, y[idx].sum() + p[idx].sum()))
+    return [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))]
+
+
+def _mean_scores(runs: list[dict]) -> dict:
+    """Mean (and spread) over repeats of the micro / macro / per-class numbers."""
+    out = {}
+    for key in ("micro", "macro", "macro_supported"):
+        out[key] = {m: float(np.mean([r[key][m] for r in runs])) for m in ("precision", "recall", "f1")}
+        out[key]["f1_min"] = float(min(r[key]["f1"] for r in runs))
+        out[key]["f1_max"] = float(max(r[key]["f1"] for r in runs))
+    out["per_class"] = {}
+    for name in runs[0]["per_class"]:
+        rows = [r["per_class"][name] for r in runs]
+        out["per_class"][name] = {m: float(np.mean([r[m] for r in rows])) for m in ("precision", "recall", "f1")}
+        out["per_class"][name].update(support=rows[0]["support"], zero_support=rows[0]["zero_support"],
+                                      predicted=float(np.mean([r["predicted"] for r in rows])))
+    out["n"] = runs[0]["n"]
+    return out
+
+
+def _ceiling(keys: list, y: np.ndarray) -> tuple[int, int, int]:
+    """TP, FP, FN of the best labeler that gives one answer per key (the majority label of its reports)."""
+    groups: dict = {}
+    for key, label in zip(keys, y):
+        groups.setdefault(key, []).append(int(label))
+    tp = fp = fn = 0
+    for labels in groups.values():
+        pos = sum(labels)
+        if pos > len(labels) - pos:
+            tp, fp = tp + pos, fp + len(labels) - pos
+        else:
+            fn += pos
+    return tp, fp, fn
+
+
+def label_consistency(space, texts, labels, feats, abnormal, min_reports: int = 4) -> dict:
+    """How consistently the label source labels identical wording (unlocked reports only).
+
+    Per class, reports are grouped by the set of their sentences that mention a concept of the class (digits as
+    ``#``): ``mixed`` lists the groups of at least ``min_reports`` reports labelled both ways; ``text_ceiling`` is the
+    micro-F1 of the best labeler that reads only those sentences (majority label per group, in-sample: an upper
+    bound); ``feature_ceiling`` the same per distinct feature vector of this labeler."""
+    from dia_llama.labelers.context import Document
+    from dia_llama.labelers.fitted import DecisionLayer
+
+    docs = [Document(t) for t in texts]
+    nf = DecisionLayer.prior(space).no_finding_features(feats, abnormal) if "no finding" in space.names else None
+    text_counts, feature_counts, mixed = np.zeros(3, int), np.zeros(3, int), []
+    for j, cls in enumerate(space.names):
+        if cls in space.concepts:
+            keys = []
+            for doc in docs:
+                sentences = set()
+                for k in space.concepts[cls]:
+                    for m in k.regex.finditer(doc.text):
+                        c = doc.clause_at(m.start())
+                        if c is not None:
+                            sentences.add(re.sub(r"\d+(?:\.\d+)?", "#", " ".join(doc.sentence(c).split())))
+                keys.append(tuple(sorted(sentences)))
+            rows = feats[cls]
+        else:
+            keys, rows = [" ".join(d.text.split()) for d in docs], nf
+        text_counts += _ceiling(keys, labels[:, j])
+        feature_counts += _ceiling([r.tobytes() for r in rows], labels[:, j])
+        groups: dict = {}
+        for key, label in zip(keys, labels[:, j]):
+            groups.setdefault(key, []).append(int(label))
+        for key, ls in groups.items():
+            if len(ls) >= min_reports and 0 < sum(ls) < len(ls):
+                mixed.append({"class": cls, "sentences": list(key) if isinstance(key, tuple) else [key],
+                              "reports": len(ls), "positive": sum(ls)})
+
+    def f1(c):
+        return float(2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]))
+
+    mixed.sort(key=lambda m: -m["reports"])
+    return {"text_ceiling_micro_f1": f1(text_counts), "feature_ceiling_micro_f1": f1(feature_counts), "mixed": mixed}
+
+
+def load(source: str, data_dir: Path):
+    ids, texts, codes = LOADERS[source](data_dir)
+    labels = (codes == 1).astype(np.int64)
+    locked = np.array([cv.is_locked(i) for i in ids])
+    return ids, texts, labels, locked
+
+
+def evaluate(source: str, data_dir: Path, repeats: int, score_locked: bool) -> dict:
+    t0 = time.time()
+    ids, texts, labels, locked = load(source, data_dir)
+    space = build_space(source)
+    feats, abnormal = space.transform(texts)
+    dev = np.flatnonzero(~locked)
+    f_dev, a_dev, y_dev = cv._rows(feats, dev), abnormal[dev], labels[dev]
+    runs, chosen, fold0 = [], [], None
+    for seed in range(repeats):
+        pred, folds, l2s = cv.cross_validated_predictions(space, f_dev, a_dev, y_dev, seed=seed)
+        runs.append(_scores(y_dev, pred, space.names))
+        chosen.append(l2s)
+        if seed == 0:
+            fold0 = _scores(y_dev[folds[0]], pred[folds[0]], space.names)
+            fold0["micro"]["f1_ci95"] = _bootstrap_micro_f1(y_dev[folds[0]], pred[folds[0]])
+    layer, setting = cv.fit_with_inner_cv(space, f_dev, a_dev, y_dev)
+    generic = DecisionLayer.prior(space).decide(f_dev, a_dev)
+    result = {
+        "label_source": source, "disease_set": SOURCES[source], "n_reports": len(ids), "n_locked": int(locked.sum()),
+        "n_cv": int(len(dev)), "folds": 5, "repeats": repeats, "setting_chosen_per_fold": chosen,
+        "held_out": _mean_scores(runs), "held_out_per_repeat": [{k: r[k] for k in ("micro", "macro")} for r in runs],
+        "uninspected_fold": fold0,
+        "in_sample": {"setting": setting, **_scores(y_dev, layer.decide(f_dev, a_dev), space.names)},
+        "generic_reading": _scores(y_dev, generic, space.names),
+        "label_consistency": label_consistency(space, [texts[i] for i in dev], y_dev, f_dev, a_dev),
+    }
+    if score_locked:
+        lock = np.flatnonzero(locked)
+        pred_lock = layer.decide(cv._rows(feats, lock), abnormal[lock])
+        result["locked_fold"] = _scores(labels[lock], pred_lock, space.names)
+        result["locked_fold"]["micro"]["f1_ci95"] = _bootstrap_micro_f1(labels[lock], pred_lock)
+    result["seconds"] = round(time.time() - t0, 1)
+    return result
+
+
+def inspect(source: str, data_dir: Path, cls: str, limit: int) -> None:
+    """Print out-of-fold errors of ``cls`` on inspectable reports only (not locked, not seed-0 fold 0)."""
+    ids, texts, labels, locked = load(source, data_dir)
+    space = build_space(source)
+    feats, abnormal = space.transform(texts)
+    dev = np.flatnonzero(~locked)
+    hidden = dev[cv.kfold_indices(len(dev), 5, 0)[0]]
+    allowed = np.setdiff1d(dev, hidden)
+    f, a, y = cv._rows(feats, allowed), abnormal[allowed], labels[allowed]
+    pred, _, _ = cv.cross_validated_predictions(space, f, a, y, seed=7)
+    j = space.names.index(cls)
+    from dia_llama.labelers.rule import RuleLabeler
+
+    labeler = RuleLabeler(SOURCES[source], label_source="generic")
+    shown = 0
+    for r, i in enumerate(allowed):
+        if pred[r, j] == y[r, j] or shown >= limit:
+            continue
+        shown += 1
+        kind = "FN" if y[r, j] else "FP"
+        print(f"--- {kind} {ids[i]}")
+        for m in labeler.mentions(texts[i], context="sentence"):
+            if m[0] == cls:
+                print(f"    {m[1]:<10} {m[2]!r:<30} | {m[3]}")
+        if cls == "no finding" or not any(m[0] == cls for m in labeler.mentions(texts[i])):
+            print("    " + texts[i][:1500])
+    fitted = cv.fit_with_inner_cv(space, f, a, y)[0].params[cls]
+    big = sorted(fitted["weights"].items(), key=lambda kv: -abs(kv[1]))[:12]
+    print("weights (fitted on the inspectable reports):", [(k, round(v, 2)) for k, v in big], round(fitted["bias"], 2))
+
+
+def markdown(results: dict) -> str:
+    """Per-class tables of a results JSON (held-out mean over repeats; in-sample, generic and locked-fold)."""
+    out = []
+    for source, r in results.items():
+        locked = r.get("locked_fold")
+        head = "| class | support | predicted | held-out P | R | F1 | in-sample F1 | generic F1 |"
+        rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+        if locked:
+            head += " locked support | locked P | R | F1 |"
+            rule += " ---: | ---: | ---: | ---: |"
+        title = f"#### {source} ({r['disease_set']}, {r['n_cv']} reports in CV, {r['n_locked']} locked)"
+        out += [title, "", head, rule]
+        rows = [(n, r["held_out"]["per_class"][n]) for n in r["held_out"]["per_class"]]
+        for name, h in rows:
+            note = " (no positives)" if h["zero_support"] else ""
+            line = (f"| {name}{note} | {h['support']} | {h['predicted']:.1f} | {h['precision']:.2f} | "
+                    f"{h['recall']:.2f} | {h['f1']:.2f} | {r['in_sample']['per_class'][name]['f1']:.2f} | "
+                    f"{r['generic_reading']['per_class'][name]['f1']:.2f} |")
+            if locked:
+                lk = locked["per_class"][name]
+                line += f" {lk['support']} | {lk['precision']:.2f} | {lk['recall']:.2f} | {lk['f1']:.2f} |"
+            out.append(line)
+        for key in ("micro", "macro"):
+            h = r["held_out"][key]
+            predicted = sum(v["predicted"] for _, v in rows)
+            line = (f"| **{key}** | {sum(v['support'] for _, v in rows)} | {predicted:.1f} | {h['precision']:.3f} | "
+                    f"{h['recall']:.3f} | "
+                    f"**{h['f1']:.3f}** | {r['in_sample'][key]['f1']:.3f} | {r['generic_reading'][key]['f1']:.3f} |")
+            if locked:
+                lk = locked[key]
+                line += (f" {sum(v['support'] for v in locked['per_class'].values())} | {lk['precision']:.3f} | "
+                         f"{lk['recall']:.3f} | **{lk['f1']:.3f}** |")
+            out.append(line)
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "experiments" / "labeler_crossval.json")
+    parser.add_argument("--sources", nargs="+", default=list(SOURCES), choices=list(SOURCES))
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--locked", action="store_true", help="also score the locked fold")
+    parser.add_argument("--write-params", action="store_true", help="fit on all labelled reports, write the resource")
+    parser.add_argument("--inspect", nargs=2, metavar=("SOURCE", "CLASS"))
+    parser.add_argument("--limit", type=int, default=40)
+    parser.add_argument("--markdown", type=Path, help="print the per-class tables of this results JSON and exit")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return 0
+    if args.inspect:
+        inspect(args.inspect[0], args.data, args.inspect[1], args.limit)
+        return 0
+    if args.write_params:
+        layers = {}
+        for source in args.sources:
+            ids, texts, labels, _ = load(source, args.data)
+            space = build_space(source)
+            feats, abnormal = space.transform(texts)
+            layer, setting = cv.fit_with_inner_cv(space, feats, abnormal, labels)
+            layers[source] = layer_to_json(layer, setting=setting, n_reports=len(ids))
+        print("wrote", write_params(layers))
+        return 0
+    results = {s: evaluate(s, args.data, args.repeats, args.locked) for s in args.sources}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    for s, r in results.items():
+        h, i = r["held_out"], r["in_sample"]
+        line = (f"{s}: held-out micro-F1 {h['micro']['f1']:.3f} (repeats {h['micro']['f1_min']:.3f}-"
+                f"{h['micro']['f1_max']:.3f}), macro-F1 {h['macro']['f1']:.3f}; uninspected fold "
+                f"{r['uninspected_fold']['micro']['f1']:.3f}; in-sample {i['micro']['f1']:.3f}; generic reading "
+                f"{r['generic_reading']['micro']['f1']:.3f}; text ceiling "
+                f"{r['label_consistency']['text_ceiling_micro_f1']:.3f}")
+        if "locked_fold" in r:
+            lk = r["locked_fold"]
+            line += (f"; locked fold {lk['micro']['f1']:.3f} (95 % CI {lk['micro']['f1_ci95'][0]:.3f}-"
+                     f"{lk['micro']['f1_ci95'][1]:.3f}) / macro {lk['macro']['f1']:.3f}")
+        print(line + f" ({r['seconds']} s)")
+        print("   ", {n: round(v["f1"], 2) for n, v in h["per_class"].items()})
+    print("wrote", args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

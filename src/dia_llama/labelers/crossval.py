@@ -1,0 +1,111 @@
+"""Evaluation protocol of the fitted labelers: a locked-away fold, seeded k-fold splits of the rest.
+
+The locked fold is fixed by a rule chosen before any labeler work: a report is locked when the SHA-256 of its id
+(the CTRG ``id`` or the CT-RATE ``AccessionNo`` as text) is 0 modulo 5 -- 43 of the 180 CheXbert-labelled CTRG
+reports and 157 of the 800 CT-RATE reports. Locked reports are never used to fit, to choose a setting or to look
+at errors; they are scored once, by a model fitted on all other reports.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+LOCK_MODULUS = 5
+CHEXBERT_FILES = ("ctrg_chest/test_reports.csv", "ctrg_chest/chexbert_labels_dev.csv")
+CTRATE_FILE = "ct_rate/manual_labels_train.csv"
+
+
+def is_locked(report_id) -> bool:
+    """Whether a report belongs to the locked-away fold (SHA-256 of its id as text, 0 modulo 5)."""
+    return int(hashlib.sha256(str(report_id).encode("utf-8")).hexdigest(), 16) % LOCK_MODULUS == 0
+
+
+def kfold_indices(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
+    """``k`` disjoint test folds covering ``range(n)`` after a seeded permutation."""
+    order = np.random.default_rng(seed).permutation(n)
+    return [np.sort(order[i::k]) for i in range(k)]
+
+
+def load_chexbert_dev(data_dir) -> tuple[list[str], list[str], np.ndarray]:
+    """The 180 CheXbert-labelled CTRG reports: ids, texts, 4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+    from ..configuration_dia_llama import CHEXPERT_14
+
+    data_dir = Path(data_dir)
+    with open(data_dir / CHEXBERT_FILES[0], encoding="utf-8") as f:
+        text = {r["id"]: r["ground_truth"] for r in csv.DictReader(f)}
+    with open(data_dir / CHEXBERT_FILES[1], encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    codes = np.array([[int(r[c.replace(" ", "_")]) for c in CHEXPERT_14] for r in rows], dtype=np.int64)
+    return [r["id"] for r in rows], [text[r["id"]] for r in rows], codes
+
+
+def load_ctrate_manual(data_dir) -> tuple[list[str], list[str], np.ndarray]:
+    """The 800 hand-labelled CT-RATE reports: ids, texts, 0/1 labels (n, 18) in ``CT_RATE_18`` order."""
+    from ..configuration_dia_llama import CT_RATE_18
+
+    with open(Path(data_dir) / CTRATE_FILE, encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    columns = {k.strip().lower(): k for k in rows[0]}
+    labels = np.array([[int(float(r[columns[c]])) for c in CT_RATE_18] for r in rows], dtype=np.int64)
+    return [r["AccessionNo"] for r in rows], [r["report_text"] for r in rows], labels
+
+
+L2_GRID = (0.1, 0.3, 1.0, 3.0, 10.0)
+THRESHOLD_GRID = (0.5,)
+
+
+def _rows(feats: dict, idx) -> dict:
+    return {c: v[idx] for c, v in feats.items()}
+
+
+def _micro_f1(y: np.ndarray, p: np.ndarray) -> float:
+    tp = int((y & p).sum())
+    denom = int(y.sum() + p.sum())
+    return 2 * tp / denom if denom else 0.0
+
+
+def choose_setting(space, feats, abnormal, labels, k: int = 5, seed: int = 1000) -> dict:
+    """The ``l2`` / ``threshold`` with the best pooled micro-F1 in a k-fold CV of the given (training) reports."""
+    from .fitted import DecisionLayer
+
+    n = len(abnormal)
+    folds = kfold_indices(n, k, seed)
+    best, best_f1 = None, -1.0
+    for l2 in L2_GRID:
+        for threshold in THRESHOLD_GRID:
+            pred = np.zeros_like(labels)
+            for fold in folds:
+                train = np.setdiff1d(np.arange(n), fold)
+                layer = DecisionLayer.fit(space, _rows(feats, train), abnormal[train], labels[train], l2=l2,
+                                          threshold=threshold)
+                pred[fold] = layer.decide(_rows(feats, fold), abnormal[fold])
+            f1 = _micro_f1(labels.astype(bool), pred.astype(bool))
+            if f1 > best_f1 + 1e-12:
+                best, best_f1 = {"l2": l2, "threshold": threshold}, f1
+    return best
+
+
+def fit_with_inner_cv(space, feats, abnormal, labels):
+    """A :class:`~.fitted.DecisionLayer` fitted on all given reports, its setting chosen by CV on them only."""
+    from .fitted import DecisionLayer
+
+    setting = choose_setting(space, feats, abnormal, labels)
+    return DecisionLayer.fit(space, feats, abnormal, labels, **setting), setting
+
+
+def cross_validated_predictions(space, feats, abnormal, labels, k: int = 5, seed: int = 0):
+    """Held-out predictions (n, L) of a seeded k-fold CV (setting chosen inside each training part) and the folds."""
+    n = len(abnormal)
+    folds = kfold_indices(n, k, seed)
+    pred = np.zeros_like(labels)
+    chosen = []
+    for fold in folds:
+        train = np.setdiff1d(np.arange(n), fold)
+        layer, setting = fit_with_inner_cv(space, _rows(feats, train), abnormal[train], labels[train])
+        pred[fold] = layer.decide(_rows(feats, fold), abnormal[fold])
+        chosen.append(setting)
+    return pred, folds, chosen
