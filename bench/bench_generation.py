@@ -3,8 +3,9 @@
 Each call is the full `model.generate(**processor(volumes=…))`: vision encoding, diagnosis, writing the diagnostic
 prompt, prefill and a fixed number of greedy new tokens (`min_new_tokens = max_new_tokens`, so an untrained model
 cannot stop early): the package's generation length (`max_new_tokens` = 300, the paper's) with the KV cache, and 64
-without it (each uncached step re-runs the whole sequence, so 300 would dominate the benchmark's time). Variants are timed round-robin in one run; the verdict uses the best of the repeats (load on a
-shared machine only adds time), medians are in the JSON.
+without it (each uncached step re-runs the whole sequence, so 300 would dominate the benchmark's time). Variants are
+timed round-robin in one run; the verdict uses the best of the repeats (load on a shared machine only adds time),
+medians are in the JSON.
 """
 
 from __future__ import annotations
@@ -126,10 +127,11 @@ def run(quick: bool = False, results_dir=None, new_tokens: int | None = None, re
     med_speedup = (results[f"batch{b8}_cache"]["tokens_per_s_median"]
                    / results[f"batch{b1}_cache"]["tokens_per_s_median"])
     rows = [
-        ratio_row(f"batch-{b8} tokens/s / batch-{b1} (KV cache, {threads} thread)", ratio("cache"), TARGET_BATCH_SPEEDUP,
-                  higher_is_better=True, limit=limit,
+        ratio_row(f"batch-{b8} tokens/s / batch-{b1} (KV cache, {threads} thread)", ratio("cache"),
+                  TARGET_BATCH_SPEEDUP, higher_is_better=True, limit=limit,
                   note=f"{results[f'batch{b8}_cache']['tokens_per_s_best']:.0f} vs "
-                       f"{results[f'batch{b1}_cache']['tokens_per_s_best']:.0f} tokens/s; medians give {med_speedup:.2f}×"),
+                       f"{results[f'batch{b1}_cache']['tokens_per_s_best']:.0f} tokens/s; "
+                       f"medians give {med_speedup:.2f}×"),
         ratio_row(f"batch-{b8} tokens/s / batch-{b1} (no cache, {threads} thread)", ratio("nocache"),
                   TARGET_BATCH_SPEEDUP, higher_is_better=True,
                   limit=(f"without the cache every step re-runs the whole ≈{out_shapes[f'batch{b8}_nocache'][1]}-token "
@@ -148,7 +150,8 @@ def run(quick: bool = False, results_dir=None, new_tokens: int | None = None, re
                         note="on the shared machine every small op waits for a descheduled 2nd thread (torch.profiler: "
                              f"aten::mm ms-long per call), hence the {threads}-thread verdict{both}"))
     for b in batches:
-        rows.append(row(f"tokens/s, batch {b}, cache ({new_tokens} new tokens) | no cache ({nocache_tokens}) ({threads} thread)",
+        rows.append(row(f"tokens/s, batch {b}, cache ({new_tokens} new tokens) | no cache ({nocache_tokens}) "
+                        f"({threads} thread)",
                         f"{results[f'batch{b}_cache']['tokens_per_s_best']:.0f} | "
                         f"{results[f'batch{b}_nocache']['tokens_per_s_best']:.0f}", "",
                         note=f"{results[f'batch{b}_cache']['reports_per_s_best']:.2f} reports/s with cache "
@@ -156,8 +159,9 @@ def run(quick: bool = False, results_dir=None, new_tokens: int | None = None, re
     payload = {
         "machine": machine_info(),
         "settings": {"quick": quick, "repeats": repeats, "preset": "tiny (untrained)", "new_tokens": new_tokens,
-                     "nocache_new_tokens": nocache_tokens, "decoding": "greedy, min_new_tokens = max_new_tokens", "batches": list(batches),
-                     "threads": threads, "compare_threads": compare_threads, "verdict_basis": "best of repeats"},
+                     "nocache_new_tokens": nocache_tokens, "decoding": "greedy, min_new_tokens = max_new_tokens",
+                     "batches": list(batches), "threads": threads, "compare_threads": compare_threads,
+                     "verdict_basis": "best of repeats"},
         "timings": timings,
         "output_shapes": out_shapes,
         "results": results,

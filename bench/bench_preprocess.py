@@ -92,7 +92,8 @@ def ensure_ct(cache: Path, shape=SHAPE, seed: int = 0) -> tuple[Path, dict]:
 # ------------------------------------------------------------------------------------------------------ gzip backends
 @contextlib.contextmanager
 def nibabel_gzip(backend: str):
-    """nibabel reads .gz through indexed_gzip whenever it is installed; force one backend ("stdlib" | "indexed_gzip")."""
+    """nibabel reads .gz through indexed_gzip whenever it is installed; force one backend
+    ("stdlib" | "indexed_gzip")."""
     import nibabel._compression as nc
 
     old = nc.HAVE_INDEXED_GZIP
@@ -245,9 +246,9 @@ def profile_call(fn, top: int = 6) -> dict:
     stats = pstats.Stats(prof).stats
     entries = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
     out = []
-    for (file, line, func), (_cc, _nc, tt, ct, callers) in entries:
+    for (file, _line, func), (_cc, _nc, tt, _ct, callers) in entries:
         caller = ""
-        for (cf, cl, cfunc) in sorted(callers, key=lambda c: -callers[c][2]):
+        for (cf, _cl, cfunc) in sorted(callers, key=lambda c: -callers[c][2]):
             caller = f"{Path(cf).parent.name}/{Path(cf).name}:{cfunc}"
             break
         name = func if file == "~" else f"{Path(file).name}:{func}"
@@ -275,7 +276,8 @@ def preprocess_throughput(ct_path: Path, cache: Path, quick: bool) -> dict:
     try:
         importlib.import_module("dia_llama.data.cache").preprocess_dataset  # noqa: B018
     except (ImportError, AttributeError) as exc:
-        return {"skipped": f"dia_llama.data.cache.preprocess_dataset is not available yet ({type(exc).__name__}: {exc})"}
+        return {"skipped": "dia_llama.data.cache.preprocess_dataset is not available yet "
+                           f"({type(exc).__name__}: {exc})"}
     from dia_llama.cli import main as cli_main
     from dia_llama.configuration_dia_llama import resolve_disease_names
 
@@ -288,8 +290,8 @@ def preprocess_throughput(ct_path: Path, cache: Path, quick: bool) -> dict:
     for i in range(n_cases):
         link = folder / "volumes" / f"case_{i:03d}.nii.gz"
         link.symlink_to(ct_path)
-        lines.append(json.dumps({"id": f"case_{i:03d}", "volume": f"volumes/{link.name}", "report": "No acute findings.",
-                                 "labels": {n: 0 for n in names}, "split": "train"}))
+        lines.append(json.dumps({"id": f"case_{i:03d}", "volume": f"volumes/{link.name}",
+                                 "report": "No acute findings.", "labels": {n: 0 for n in names}, "split": "train"}))
     (folder / "manifest.jsonl").write_text("\n".join(lines) + "\n")
     result = {"num_cases": n_cases, "source": f"{n_cases} links to {ct_path.name}", "command":
               "dia-llama preprocess DATA --output DIR --preset paper --num-workers N --no-progress"}
@@ -369,7 +371,8 @@ def run(quick: bool = False, results_dir=None, repeats: int | None = None) -> di
     ratios.update({f"{k}_over_floor": round(v / floor, 3) for k, v in best.items()})
     ratios.update({f"{k}_over_floor_median": round(v / floor_med, 3) for k, v in med.items()})
     ratios.update({f"monai_over_{k}": round(best["monai"] / v, 3) for k, v in best.items() if k.startswith("ours_")})
-    ratios.update({f"monai_over_{k}_median": round(med["monai"] / v, 3) for k, v in med.items() if k.startswith("ours_")})
+    ratios.update({f"monai_over_{k}_median": round(med["monai"] / v, 3)
+                   for k, v in med.items() if k.startswith("ours_")})
 
     rows = []
     for m in MODES:
@@ -431,8 +434,8 @@ def run(quick: bool = False, results_dir=None, repeats: int | None = None) -> di
                      "ours_gzip": ours_gzip,
                      "floor_and_monai_gzip": "stdlib gzip via nibabel (indexed_gzip disabled)",
                      "indexed_gzip_available": have_igz, "isal_available": have_isal,
-                     "monai_chain": "LoadImage(image_only=True), EnsureChannelFirst, ScaleIntensity, Resize((256,256,64))"
-                                    " [Resize default mode: area]"},
+                     "monai_chain": "LoadImage(image_only=True), EnsureChannelFirst, ScaleIntensity, "
+                                    "Resize((256,256,64)) [Resize default mode: area]"},
         "timings": timings,
         "medians_s": med,
         "best_s": best,

@@ -57,6 +57,7 @@ def ensure_volumes(folder: Path, n: int, seed: int = 0) -> list[Path]:
 def build_split(paths: list[Path], rows: int, disease_names, seed: int = 0):
     """A `datasets.Dataset` with the columns CTReportDataset reads: id, volume, report, labels."""
     import datasets
+
     from dia_llama.presets import report_corpus
 
     rng = np.random.default_rng(seed)
@@ -114,8 +115,8 @@ def train_once(split, cache, workers: int, warmup: int, steps: int, seed: int = 
             disable_tqdm=True, remove_unused_columns=False, label_names=["labels", "disease_labels"],
             prediction_loss_only=True, seed=seed, dataloader_pin_memory=False,
         )
-        trainer = DiaLlamaTrainer(model=model, args=args, train_dataset=CTReportDataset(split, processor.image_processor,
-                                                                                        cache),
+        trainer = DiaLlamaTrainer(model=model, args=args,
+                                  train_dataset=CTReportDataset(split, processor.image_processor, cache),
                                   data_collator=DiaLlamaDataCollator(processor), callbacks=[timer])
         t0 = time.perf_counter()
         trainer.train()
@@ -219,7 +220,8 @@ def run(quick: bool = False, results_dir=None, steps: int | None = None, warmup:
             else ""
         r = ratio_row(f"data wait, {labels[variant]}", frac, TARGET_WAIT, higher_is_better=False, unit=" %",
                       limit=lim, note=note)
-        r["miss_by"] = f"{frac - TARGET_WAIT:.1f} points ({frac:.1f} % vs ≤ {TARGET_WAIT:g} %)" if not r["passed"] else ""
+        r["miss_by"] = (f"{frac - TARGET_WAIT:.1f} points ({frac:.1f} % vs ≤ {TARGET_WAIT:g} %)" if not r["passed"]
+                        else "")
         rows.append(r)
     for variant, reason in skipped.items():
         rows.append({**row(f"data wait, {labels.get(variant, variant)}", None, note=reason), "skipped": True})

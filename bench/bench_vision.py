@@ -22,7 +22,8 @@ import torch
 from .common import RSSSampler, machine_info, ratio_row, row, summarize, write_result
 from .gpu_paper_recipe import vision_flops
 
-MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_scaled_dot_product_flash_attention_for_cpu",
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
+              "aten::_scaled_dot_product_flash_attention_for_cpu",
               "aten::_scaled_dot_product_flash_attention_for_cpu_backward")
 
 
@@ -158,7 +159,8 @@ def run(quick: bool = False, results_dir=None, repeats: int | None = None) -> di
         ratio_row("vision fwd+bwd FLOP/s / matmul peak", frac * 100, 40, higher_is_better=True, unit=" %",
                   limit=limit, note=f"median of {repeats} steps each paired with a peak measured just before; median "
                                     f"step {achieved_median:.1f} GFLOP/s vs best peak {peak_gflops:.1f} gives "
-                                    f"{achieved_median / peak_gflops:.0%}; {prof['matmul_share']:.0%} of time in matmuls"),
+                                    f"{achieved_median / peak_gflops:.0%}; "
+                                    f"{prof['matmul_share']:.0%} of time in matmuls"),
         row("vision fwd+bwd step time (batch 1, fp32)", timing["median_s"], "s",
             note=f"min {timing['min_s']:.2f} s; {flops / 1e9:.0f} GFLOP/step (FlopCounterMode + attention; analytic "
                  f"{analytic_step / 1e9:.0f})"),
@@ -170,13 +172,15 @@ def run(quick: bool = False, results_dir=None, repeats: int | None = None) -> di
         "machine": machine_info(),
         "settings": {"quick": quick, "repeats": repeats, "batch": 1, "dtype": "float32", "mode": "train (dropout 0.1)",
                      "input": [1, config.vision_config.num_channels, *config.vision_config.volume_size],
-                     "parts": "DiaLlamaVisionTower + DiaLlamaPerceiverResampler + DiaLlamaDiseaseBranch (DiaLlamaConfig())",
+                     "parts": "DiaLlamaVisionTower + DiaLlamaPerceiverResampler + DiaLlamaDiseaseBranch "
+                              "(DiaLlamaConfig())",
                      "loss": "mean(latents²) + disease BCE", "threads": torch.get_num_threads()},
         "parameters": n_params,
         "flops": {"per_step": flops, "flop_counter_mode": counted, "attention_added_analytically": attn,
                   "analytic_3x_forward": analytic_step, "analytic_forward_parts": analytic,
                   "note": "FlopCounterMode misses the CPU flash-attention kernels; their FLOPs are added analytically. "
-                          "The analytic ×3 count also includes the patch-embedding input gradient, which is not computed"},
+                          "The analytic ×3 count also includes the patch-embedding input gradient, which is not "
+                          "computed"},
         "timing": timing,
         "achieved_gflops": {"median_step": round(achieved_median, 2), "best_step": round(achieved_best, 2)},
         "first_step_s": round(first_step_s, 3),

@@ -10,8 +10,9 @@ import platform
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -21,7 +22,7 @@ DEFAULT_CACHE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "dia_llama_bench_ca
 BENCHMARKS = ("preprocess", "vision", "generation", "training")
 
 
-# ---------------------------------------------------------------------------------------------------------------- machine
+# ------------------------------------------------------------------------------------------------------------- machine
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -68,7 +69,7 @@ def machine_info() -> dict:
     return info
 
 
-# ------------------------------------------------------------------------------------------------------------------ timing
+# -------------------------------------------------------------------------------------------------------------- timing
 def summarize(times: list[float]) -> dict:
     return {
         "times_s": [round(t, 6) for t in times],
@@ -155,7 +156,7 @@ class RSSSampler:
         }
 
 
-# ----------------------------------------------------------------------------------------------------------------- results
+# ------------------------------------------------------------------------------------------------------------- results
 def row(quantity: str, value, unit: str = "", target: str = "", passed: bool | None = None, miss_by: str = "",
         limit: str = "", note: str = "") -> dict:
     """One line of the summary table. `passed` None = informational (no target)."""

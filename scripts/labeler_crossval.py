@@ -26,10 +26,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from dia_llama.evaluation.metrics import clinical_efficacy  # noqa: E402
 from dia_llama.labelers import crossval as cv  # noqa: E402
 from dia_llama.labelers.fitted import DecisionLayer  # noqa: E402
 from dia_llama.labelers.params import SOURCES, build_space, layer_to_json, write_params  # noqa: E402
-from dia_llama.evaluation.metrics import clinical_efficacy  # noqa: E402
 
 LOADERS = {"chexbert": cv.load_chexbert_dev, "ctrate": cv.load_ctrate_manual}
 

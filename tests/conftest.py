@@ -2,13 +2,13 @@
 
 import os
 import pathlib
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before huggingface_hub is imported
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 import pytest  # noqa: E402
+
+from helpers.hub_server import hub_server_fixture  # noqa: E402, F401  (a fixture for every test module)
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
 

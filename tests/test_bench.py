@@ -18,7 +18,8 @@ def test_gpu_paper_recipe_smoke_writes_all_fields(tmp_path):
     pytest.importorskip("peft")
     out = tmp_path / "gpu.json"
     env = dict(os.environ, PYTHONPATH=str(REPO / "src"), OUT=str(tmp_path / "unused"))
-    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_paper_recipe.py"), "--smoke", "--output", str(out)],
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_paper_recipe.py"), "--smoke",
+                           "--output", str(out)],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -66,7 +67,8 @@ def test_summary_reports_misses_and_skips(tmp_path):
     write_result("preprocess", {"settings": {"quick": True}, "rows": rows}, tmp_path)
     write_result("vision", {"settings": {}, "error": "RuntimeError: boom", "rows": []}, tmp_path)
     summary = (tmp_path / "summary.md").read_text()
-    assert "| preprocess | speed-up | ≥ 2× | 1.50 × | MISS | missed by 1.33× (needs 2, has 1.50); profile says X |" in summary
+    assert ("| preprocess | speed-up | ≥ 2× | 1.50 × | MISS | missed by 1.33× (needs 2, has 1.50); profile says X |"
+            in summary)
     assert "| preprocess | overhead | ≤ 1.5× | 1.20 × | pass |" in summary
     assert "| preprocess | cache throughput | — | — | skipped | module missing |" in summary
     assert "| vision | (benchmark failed) |" in summary and "boom" in summary

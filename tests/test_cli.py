@@ -41,7 +41,8 @@ def test_options_take_both_spellings(tmp_path, capsys):
     reports = tmp_path / "r.csv"
     reports.write_text("case,text\n1,No pleural effusion.\n")
     for spelling in ("--id-column", "--id_column"):
-        assert main(["label", str(reports), "--column", "text", spelling, "case", "--output", str(tmp_path / "o.csv")]) == 0
+        assert main(["label", str(reports), "--column", "text", spelling, "case",
+                     "--output", str(tmp_path / "o.csv")]) == 0
     assert (tmp_path / "o.csv").read_text().startswith("case,")
 
 

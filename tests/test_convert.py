@@ -255,16 +255,18 @@ def test_converted_model_equals_hand_placed_weights(converted, official):
         ours, theirs = model(**batch), ref(**batch)
         dx_ours, dx_ref = model.diagnose(batch["pixel_values"]), ref.diagnose(batch["pixel_values"])
         expected = official_disease_logits(sd, ref.model.encode_volume(batch["pixel_values"]), legacy=False)
-    assert torch.allclose(ours.logits[..., :LLM_VOCAB], theirs.logits[..., :LLM_VOCAB], atol=1e-5)
-    assert torch.allclose(dx_ours.probabilities, dx_ref.probabilities, atol=1e-6)
-    assert torch.allclose(dx_ours.logits, dx_ref.logits, atol=1e-5)
-    assert torch.allclose(dx_ours.logits, expected, atol=1e-4)  # the research code's (training-mode) disease branch
+    torch.testing.assert_close(ours.logits[..., :LLM_VOCAB], theirs.logits[..., :LLM_VOCAB], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dx_ours.probabilities, dx_ref.probabilities, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(dx_ours.logits, dx_ref.logits, rtol=1e-5, atol=1e-5)
+    # the research code's (training-mode) disease branch
+    torch.testing.assert_close(dx_ours.logits, expected, rtol=1e-5, atol=1e-4)
     assert not model.config.legacy_disease_pooling
     assert math.isclose(model.model.disease_branch.temperature.item(), TEMP, rel_tol=1e-6)
     # the added tokens (placeholders, padding) take no probability mass: the official head has no rows for them
     assert torch.equal(model.lm_head.weight[LLM_VOCAB:], torch.zeros_like(model.lm_head.weight[LLM_VOCAB:]))
     assert (ours.logits[..., LLM_VOCAB:] == torch.finfo(ours.logits.dtype).min).all()
-    assert torch.allclose(ours.logits.softmax(-1)[..., :LLM_VOCAB].sum(-1), torch.ones(ours.logits.shape[:2]))
+    torch.testing.assert_close(ours.logits.softmax(-1)[..., :LLM_VOCAB].sum(-1), torch.ones(ours.logits.shape[:2]),
+                               rtol=1e-5, atol=1e-8)
     # the report: nothing unknown, obsolete keys dropped, 4 LoRA pairs merged
     assert report["unmapped"] == [] and report["shape_mismatches"] == [] and report["missing"] == []
     assert E + "bert_model.x" in report["dropped"] and E + "group_cls_head.3.weight" in report["dropped"]
@@ -283,7 +285,7 @@ def test_legacy_flag_reproduces_research_inference_path(official, llm_dir, tmp_p
         dx = legacy.diagnose(pixel_values)
         fixed = converted[0].diagnose(pixel_values)
     expected = official_disease_logits(official[1], feats, legacy=True)
-    assert torch.allclose(dx.logits, expected, atol=1e-4)
+    torch.testing.assert_close(dx.logits, expected, rtol=1e-5, atol=1e-4)
     assert torch.equal(dx.present, expected > 0)  # research code: present iff sim(pos) > sim(neg)
     assert not torch.allclose(dx.logits, fixed.logits, atol=1e-3)
 
@@ -296,12 +298,14 @@ def test_lora_merge_math_and_report(official, converted):
     w = sd[p + "q_proj.base_layer.weight"]
     a, b = sd[p + "q_proj.lora_A.default.weight"], sd[p + "q_proj.lora_B.default.weight"]
     q = out["model.language_model.layers.0.self_attn.q_proj.weight"]
-    assert torch.allclose(q, w + 4.0 * (b @ a), atol=1e-6) and not torch.allclose(q, w)
+    torch.testing.assert_close(q, w + 4.0 * (b @ a), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(q, w)
     assert torch.equal(out["model.language_model.layers.0.self_attn.k_proj.weight"], sd[p + "k_proj.weight"])
     assert sorted(report.lora_merged)[0] == "model.language_model.layers.0.self_attn.q_proj.weight"
     # other alpha: scaling alpha / r
     out16, _ = convert_official_state_dict(sd, config, lora_alpha=16)
-    assert torch.allclose(out16["model.language_model.layers.0.self_attn.q_proj.weight"], w + 2.0 * (b @ a), atol=1e-6)
+    torch.testing.assert_close(out16["model.language_model.layers.0.self_attn.q_proj.weight"], w + 2.0 * (b @ a),
+                               rtol=1e-5, atol=1e-6)
     # not merged: base weights kept, every LoRA tensor reported
     raw, report = convert_official_state_dict(sd, config, merge_lora=False)
     assert torch.equal(raw["model.language_model.layers.0.self_attn.q_proj.weight"], w)
@@ -346,7 +350,8 @@ def test_llm_weights_from_llm_folder_when_checkpoint_lacks_them(official, llm_di
     p = f"{LM}model.layers.1.self_attn."
     expected = llama["model.layers.1.self_attn.v_proj.weight"] + 4.0 * (
         official[1][p + "v_proj.lora_B.default.weight"] @ official[1][p + "v_proj.lora_A.default.weight"])
-    assert torch.allclose(model.model.language_model.layers[1].self_attn.v_proj.weight, expected, atol=1e-6)
+    torch.testing.assert_close(model.model.language_model.layers[1].self_attn.v_proj.weight, expected,
+                               rtol=1e-5, atol=1e-6)
     emb = model.model.language_model.embed_tokens.weight
     assert torch.equal(emb[:LLM_VOCAB], llama["model.embed_tokens.weight"])
     assert torch.equal(emb[model.config.image_end_token_id], official[1][E + "figure_token_weight"][1])

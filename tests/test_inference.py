@@ -14,7 +14,7 @@ from dia_llama.volume_io import write_nifti
 
 @pytest.fixture(scope="module")
 def scans(tmp_path_factory):
-    from dicom_fixtures import write_ct_series
+    from helpers.dicom_fixtures import write_ct_series
 
     root = tmp_path_factory.mktemp("scans")
     rng = np.random.default_rng(0)

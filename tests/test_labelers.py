@@ -9,12 +9,12 @@ import torch
 from conftest import SHARED
 
 from dia_llama.configuration_dia_llama import CHEXPERT_14, CT_RATE_18
+from dia_llama.evaluation.metrics import clinical_efficacy
 from dia_llama.labelers import LabelerOutput, ReportLabeler, agreement_table, get_labeler
 from dia_llama.labelers import crossval as cv
 from dia_llama.labelers.context import Document
 from dia_llama.labelers.fitted import DecisionLayer
 from dia_llama.labelers.params import PARAMS_PATH, build_space, check_params, load_params
-from dia_llama.evaluation.metrics import clinical_efficacy
 
 DATA = SHARED / "data"
 

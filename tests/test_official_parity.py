@@ -80,7 +80,8 @@ def converted_embedding(modules):
         diagnosis_token_id=vocab + 3, disease_token_id=vocab + 4)
     state, report = convert_official_state_dict(official_state(meta["full_parameters"], "full"), config)
     assert report.ok and report.unmapped == []
-    assert all(k.startswith("model.language_model.layers.") or k in ("lm_head.weight", "model.language_model.norm.weight")
+    assert all(k.startswith("model.language_model.layers.")
+               or k in ("lm_head.weight", "model.language_model.norm.weight")
                for k in report.missing)
     model = DiaLlamaForConditionalGeneration(config)
     model.load_state_dict(state, strict=False)
@@ -159,7 +160,8 @@ def llama_parity():
     specials = official["special_token_ids"]
     to_ours = {specials["<image>"]: config.image_start_token_id, specials["</image>"]: config.image_end_token_id,
                **{specials[f"<image{k}>"]: config.image_token_id for k in range(32)}}
-    reports = {r["id"]: r for r in csv.DictReader(open(SHARED_DATA / "ctrg_chest" / "test_reports.csv", encoding="utf-8"))}
+    reports = {r["id"]: r
+               for r in csv.DictReader(open(SHARED_DATA / "ctrg_chest" / "test_reports.csv", encoding="utf-8"))}
     cases = []
     for case in official["cases"]:
         row = reports[case["id"]]

@@ -92,7 +92,8 @@ def test_a_bare_sentencepiece_model_loads_like_its_tokenizer_json(sentencepiece_
     sentence = 'The "pleural effusion" is positive. Thorax is symmetrical, lung window shows clear markings.'
     bare = load_llm_tokenizer(sentencepiece_only)
     full = load_llm_tokenizer(SHARED_TOKENIZER)
-    assert bare(sentence, add_special_tokens=False)["input_ids"] == full(sentence, add_special_tokens=False)["input_ids"]
+    assert (bare(sentence, add_special_tokens=False)["input_ids"]
+            == full(sentence, add_special_tokens=False)["input_ids"])
     assert (bare.bos_token, bare.eos_token) == ("<s>", "</s>")
 
 

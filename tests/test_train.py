@@ -12,12 +12,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dia_llama.train import ModelArguments, apply_lora, build_model, main as train_main, parse_args
+from dia_llama.train import ModelArguments, apply_lora, build_model, parse_args
+from dia_llama.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(scope="module")
 
 def free_port() -> str:
     """A free loopback port for the rendezvous (a fixed one clashes with another run on the same machine)."""
@@ -27,6 +26,8 @@ def free_port() -> str:
         sock.bind(("127.0.0.1", 0))
         return str(sock.getsockname()[1])
 
+
+@pytest.fixture(scope="module")
 def synth_data(tmp_path_factory):
     from dia_llama.data.synthetic import synthesize_benchmark
 
@@ -124,7 +125,8 @@ def test_shipped_recipes_by_name_and_dashed_options():
 
 
 def test_yaml_recipe_parses_with_overrides(tmp_path, monkeypatch):
-    pytest.importorskip("deepspeed", reason="the paper recipe names a DeepSpeed config: pip install dia-llama[deepspeed]")
+    pytest.importorskip("deepspeed",
+                        reason="the paper recipe names a DeepSpeed config: pip install dia-llama[deepspeed]")
     monkeypatch.chdir(tmp_path)  # the recipe's DeepSpeed file is found beside the recipe, from any folder
     # bf16 needs a GPU: the CPU override shows command-line values win over the file
     model_args, data_args, training_args = parse_args(["paper", "--max_steps", "7",
@@ -225,19 +227,22 @@ def test_deepspeed_zero2_config_validates(tmp_path):
     pytest.importorskip("deepspeed", reason="deepspeed is an optional extra: pip install dia-llama[deepspeed]")
     from transformers import TrainingArguments
 
-    args = TrainingArguments(output_dir=str(tmp_path), deepspeed=str(REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json"),
+    args = TrainingArguments(output_dir=str(tmp_path),
+                             deepspeed=str(REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json"),
                              per_device_train_batch_size=2, gradient_accumulation_steps=4, use_cpu=True)
     ds = args.hf_deepspeed_config.config
     assert ds["zero_optimization"]["stage"] == 2
     assert ds["train_micro_batch_size_per_gpu"] == 2 and ds["gradient_accumulation_steps"] == 4
-    assert "train_batch_size" not in json.loads((REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json").read_text())
+    assert "train_batch_size" not in json.loads(
+        (REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json").read_text())
 
 
 def test_deepspeed_zero2_two_processes_on_cpu(synth_data, tmp_path):
     """The ZeRO-2 config trains for real: 2 CPU processes over gloo (the JSON leaves train_batch_size out)."""
     pytest.importorskip("deepspeed", reason="deepspeed is an optional extra: pip install dia-llama[deepspeed]")
     out = tmp_path / "zero2"
-    args = common_args(synth_data, out, steps=2, deepspeed=REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json")
+    args = common_args(synth_data, out, steps=2,
+                       deepspeed=REPO / "src" / "dia_llama" / "recipes" / "deepspeed_zero2.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            "-m", "dia_llama.train", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -11,7 +11,7 @@ import pytest
 
 from dia_llama import volume_io
 from dia_llama.volume_io import Volume, VolumeReadError, list_supported_formats, read_volume, write_nifti
-from dicom_fixtures import write_ct_series
+from helpers.dicom_fixtures import write_ct_series
 
 SPACING = (0.7, 0.8, 2.5)  # (row, col, slice) mm
 
@@ -763,8 +763,8 @@ def test_real_folders_of_volume_files_are_refused():
 
 # ============================================================================= issue #18: multi-frame DICOM
 def test_enhanced_ct_matches_simpleitk_and_per_frame_values(tmp_path, hu):
-    from dicom_fixtures import write_enhanced_ct
     from helpers import sitk_reference as ref
+    from helpers.dicom_fixtures import write_enhanced_ct
 
     path = write_enhanced_ct(tmp_path / "enh.dcm", hu, SPACING)
     vol, warned = _read(path)
@@ -785,7 +785,7 @@ def test_enhanced_ct_matches_simpleitk_and_per_frame_values(tmp_path, hu):
 
 
 def test_enhanced_mr_is_not_hu_and_repeated_positions_are_named(tmp_path, hu):
-    from dicom_fixtures import write_enhanced_ct
+    from helpers.dicom_fixtures import write_enhanced_ct
 
     mr = read_volume(write_enhanced_ct(tmp_path / "mr.dcm", hu, SPACING, modality="MR"))
     assert mr.kind == "other" and mr.meta["modality"] == "MR" and mr.meta["kind_from"] == "modality"

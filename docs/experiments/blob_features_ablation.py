@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from dia_llama.evaluation.calibration import decisions, micro_f1_optimal_thresholds
 from dia_llama.data import open_cache
+from dia_llama.evaluation.calibration import decisions, micro_f1_optimal_thresholds
 from dia_llama.presets import build_model_and_processor
 
 

@@ -14,13 +14,13 @@ from transformers import (
 )
 
 from .configuration_dia_llama import CHEXPERT_14, CT_RATE_18, DiaLlamaConfig, DiaLlamaVisionConfig
+from .image_processing_dia_llama import DiaLlamaVolumeProcessor
 from .modeling_dia_llama import (
     DiaLlamaDiagnosis,
     DiaLlamaForConditionalGeneration,
     DiaLlamaModel,
     DiaLlamaPreTrainedModel,
 )
-from .image_processing_dia_llama import DiaLlamaVolumeProcessor
 from .processing_dia_llama import DiaLlamaProcessor
 from .volume_io import Volume, VolumeReadError, read_volume
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def _setting(title: str, prompt_type: str, disease_pooling: str, diagnosis_head: str) -> tuple[str, dict]:
     # every setting pools as the paper does (DAA or mean alone): the tiny preset's max-pooling extension is off
     return title, dict(prompt_type=prompt_type, disease_pooling=disease_pooling, diagnosis_head=diagnosis_head,
@@ -31,10 +32,11 @@ SETTINGS = {
 TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full"]
 TABLE3 = [("none", "baseline"), ("text", "full"), ("token", "prompt_token"), ("feature", "prompt_feature")]
 # (column, path in metrics.json, decimals shown): CE / Dx are fractions, the NLG metrics percentage points
-COLUMNS = [("CE P", ("clinical_efficacy", "micro", "precision"), 3), ("CE R", ("clinical_efficacy", "micro", "recall"), 3),
-           ("CE F1", ("clinical_efficacy", "micro", "f1"), 3), ("BLEU-1", ("nlg", "coco_raw", "BLEU-1"), 2),
-           ("BLEU-4", ("nlg", "coco_raw", "BLEU-4"), 2), ("METEOR", ("nlg", "coco_raw", "METEOR"), 2),
-           ("ROUGE-L", ("nlg", "coco_raw", "ROUGE-L"), 2), ("Dx F1", ("diagnosis", "micro", "f1"), 3)]
+COLUMNS = [("CE P", ("clinical_efficacy", "micro", "precision"), 3),
+           ("CE R", ("clinical_efficacy", "micro", "recall"), 3), ("CE F1", ("clinical_efficacy", "micro", "f1"), 3),
+           ("BLEU-1", ("nlg", "coco_raw", "BLEU-1"), 2), ("BLEU-4", ("nlg", "coco_raw", "BLEU-4"), 2),
+           ("METEOR", ("nlg", "coco_raw", "METEOR"), 2), ("ROUGE-L", ("nlg", "coco_raw", "ROUGE-L"), 2),
+           ("Dx F1", ("diagnosis", "micro", "f1"), 3)]
 COLUMN_DECIMALS = {name: decimals for name, _, decimals in COLUMNS}
 
 
@@ -53,9 +55,10 @@ def run_one(data, out: Path, setting: str, seed: int, preset: str, max_steps: in
     if not (model_dir / "model.safetensors").exists():
         args = ["--preset", preset, "--data", str(data), "--output_dir", str(model_dir), "--max_steps", str(max_steps),
                 "--per_device_train_batch_size", str(batch_size), "--learning_rate", str(learning_rate),
-                "--lr_scheduler_type", "cosine", "--warmup_steps", str(min(30, max_steps // 10)), "--weight_decay", "0.0",
-                "--logging_steps", "50", "--save_strategy", "no", "--eval_strategy", "no", "--use_cpu", "true",
-                "--seed", str(seed), "--model_seed", str(seed), "--report_to", "none", "--disable_tqdm", "true"]
+                "--lr_scheduler_type", "cosine", "--warmup_steps", str(min(30, max_steps // 10)),
+                "--weight_decay", "0.0", "--logging_steps", "50", "--save_strategy", "no", "--eval_strategy", "no",
+                "--use_cpu", "true", "--seed", str(seed), "--model_seed", str(seed), "--report_to", "none",
+                "--disable_tqdm", "true"]
         if cache_dir:
             args += ["--cache_dir", str(cache_dir)]
         if vision_config:
@@ -152,7 +155,8 @@ def plot_figure2(results, train_counts: dict[str, int], path: Path) -> None:
     width = 0.8 / max(len(f1), 1)
     fig, ax = plt.subplots(figsize=(12, 4.5))
     for i, (setting, row) in enumerate(f1.items()):
-        ax.bar(x + (i - len(f1) / 2) * width + width / 2, [row.get(n, 0) for n in names], width, label=SETTINGS[setting][0])
+        ax.bar(x + (i - len(f1) / 2) * width + width / 2, [row.get(n, 0) for n in names], width,
+               label=SETTINGS[setting][0])
     ax.set_xticks(x, [f"{n}\n({train_counts[n]})" for n in names], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("diagnosis F1 (test, mean over seeds)")
     ax.set_title("Per-disease F1, diseases sorted by number of abnormal training cases")
@@ -180,7 +184,7 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
                  vision_config: str | None = None) -> dict:
     from tqdm.auto import tqdm
 
-    from .data import load_ct_report_dataset, dataset_disease_names
+    from .data import dataset_disease_names, load_ct_report_dataset
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -211,7 +215,8 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
                "elapsed_s": time.perf_counter() - start}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = markdown_tables(table, title) + "\n" + paired_markdown(diffs)
-    md += "\nMacro-F1 of the disease branch over the rare classes (< 5 % of training cases: " + ", ".join(rare_names) + "):\n\n"
+    md += ("\nMacro-F1 of the disease branch over the rare classes (< 5 % of training cases: " + ", ".join(rare_names)
+           + "):\n\n")
     md += "\n".join(f"- {SETTINGS[s][0]}: {v:.3f}" for s, v in rare.items()) + "\n"
     (out / "tables.md").write_text(md)
     print(md)

@@ -143,14 +143,16 @@ class DiaLlamaVisionConfig(PreTrainedConfig):
             _require(p > 0 and v > 0 and v % p == 0,
                      f"volume_size[{axis}]={v} must be a positive multiple of patch_size[{axis}]={p}")
         for axis, (n, t) in enumerate(zip(self.grid_size, self.pos_table_size)):
-            _require(n <= t, f"patch grid {self.grid_size} exceeds positional table {self.pos_table_size} on axis {axis}")
+            _require(n <= t,
+                     f"patch grid {self.grid_size} exceeds positional table {self.pos_table_size} on axis {axis}")
         _require(self.hidden_size % 3 == 0 or self.hidden_size >= 3, "hidden_size too small")
         _require(self.num_channels >= 1, "num_channels must be >= 1")
         for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "head_dim", "intermediate_size",
                      "perceiver_depth", "num_latents", "perceiver_heads", "perceiver_head_dim", "perceiver_ff_mult"):
             _require(int(getattr(self, name)) > 0, f"{name} must be positive, got {getattr(self, name)}")
         _require(0.0 <= self.hidden_dropout_prob < 1.0, "hidden_dropout_prob must be in [0, 1)")
-        _require(self.patch_norm in ("layernorm", "none"), f"patch_norm must be layernorm or none, got {self.patch_norm!r}")
+        _require(self.patch_norm in ("layernorm", "none"),
+                 f"patch_norm must be layernorm or none, got {self.patch_norm!r}")
         _require(self.patch_embedding in PATCH_EMBEDDINGS,
                  f"patch_embedding must be one of {PATCH_EMBEDDINGS}, got {self.patch_embedding!r}")
         if self.patch_embedding == "conv":
@@ -284,7 +286,8 @@ class DiaLlamaConfig(PreTrainedConfig):
         low, high = self.temperature_bounds
         _require(0 < low < high, f"temperature_bounds must satisfy 0 < low < high, got {self.temperature_bounds}")
         _require(low <= self.prototype_temperature <= high,
-                 f"prototype_temperature {self.prototype_temperature} outside temperature_bounds {self.temperature_bounds}")
+                 f"prototype_temperature {self.prototype_temperature} outside temperature_bounds "
+                 f"{self.temperature_bounds}")
         _require("{disease}" in self.prompt_template and "{state}" in self.prompt_template,
                  "prompt_template must contain {disease} and {state}")
         _require(self.present_word != self.absent_word, "present_word and absent_word must differ")

@@ -382,7 +382,8 @@ def convert_official_state_dict(
             continue
         table = torch.empty((rows, width), dtype=value.dtype)
         table[: value.shape[0]] = value
-        if rows > value.shape[0]:  # Dia-LLaMA's added tokens (placeholders, padding), which the official vocabulary lacks
+        if rows > value.shape[0]:
+            # Dia-LLaMA's added tokens (placeholders, padding), which the official vocabulary lacks
             # input rows: the mean embedding (HF's mean resizing; placeholders are overwritten by features anyway);
             # LM-head rows: zero, and the model masks their logits, so they take no probability mass
             added = value.float().mean(0) if base.endswith("embed_tokens.weight") else torch.zeros(width)
@@ -419,7 +420,7 @@ def _apply_lora(lora, out, expected, report, merge_lora, lora_alpha, lora_r) -> 
     adapters = {adapter for _, adapter in lora}
     if len(adapters) > 1:
         report.warnings.append(f"several LoRA adapters in the checkpoint ({sorted(map(str, adapters))}); none merged")
-    for (base, adapter), pair in sorted(lora.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+    for (base, _adapter), pair in sorted(lora.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
         keys = [k for k, _ in pair.values()]
         if not merge_lora or len(adapters) > 1:
             report.lora_unmerged += keys

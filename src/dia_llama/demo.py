@@ -130,7 +130,8 @@ def plot_per_disease_f1(metrics: dict, path: Path) -> None:
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(10, 4.5))
     ax.bar(x - 0.2, [dx[n]["f1"] for n in names], 0.4, label="disease branch (diagnosis)")
-    ax.bar(x + 0.2, [ce[n]["f1"] for n in names], 0.4, label=f"generated report ({metrics['clinical_efficacy']['labeler']} labeler)")
+    ax.bar(x + 0.2, [ce[n]["f1"] for n in names], 0.4,
+           label=f"generated report ({metrics['clinical_efficacy']['labeler']} labeler)")
     ax.set_xticks(x, [f"{n}\n(n={dx[n]['support']})" for n in names], rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("F1 on the test split")
     ax.set_ylim(0, 1.05)

@@ -69,8 +69,8 @@ class DiaLlamaProcessor(ProcessorMixin):
         if missing:
             raise ValueError(
                 f"the tokenizer lacks the special tokens {missing}; add them with "
-                f"tokenizer.add_special_tokens({{'additional_special_tokens': {SPECIAL_TOKENS}}}) and resize the model's "
-                "embeddings"
+                f"tokenizer.add_special_tokens({{'additional_special_tokens': {SPECIAL_TOKENS}}}) and resize the "
+                "model's embeddings"
             )
         if tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs an eos_token")
@@ -99,7 +99,7 @@ class DiaLlamaProcessor(ProcessorMixin):
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
-    # -- the diagnostic prompt as pieces (for `generate`) ---------------------------------------------------------------
+    # -- the diagnostic prompt as pieces (for `generate`) --------------------------------------------------------------
     def _prompt_pieces(self):
         """Per disease, the (present, absent) token ids of its sentence, and the instruction's ids, cut out of one-call
         tokenizations of the whole prompt text, so that joining the pieces of any diagnosis gives exactly
@@ -234,7 +234,8 @@ class DiaLlamaProcessor(ProcessorMixin):
                     raise ValueError(f"report {i} is empty or not a string")
         labels_array = None
         if disease_labels is not None:
-            labels_array = self.encode_disease_labels(disease_labels, batch if batch is not None else len(disease_labels))
+            labels_array = self.encode_disease_labels(disease_labels,
+                                                      batch if batch is not None else len(disease_labels))
             batch = labels_array.shape[0]
             data["disease_labels"] = torch.from_numpy(labels_array)
         states_array = None
@@ -258,8 +259,8 @@ class DiaLlamaProcessor(ProcessorMixin):
             if reports is None:
                 rows.append(prompt)
                 continue
-            # The official text is `prompt + " " + report` in one call; SentencePiece tokenizes each space-led word on its
-            # own, so the report's own call (its leading "▁" is that space) gives the same ids.
+            # The official text is `prompt + " " + report` in one call; SentencePiece tokenizes each space-led word on
+            # its own, so the report's own call (its leading "▁" is that space) gives the same ids.
             report_ids = self._encode(reports[i].strip())[: max(limit - 1, 0)]
             report_ids = report_ids + [self.tokenizer.eos_token_id]
             rows.append(prompt + report_ids)
@@ -304,7 +305,8 @@ class DiaLlamaProcessor(ProcessorMixin):
         """Decode generated sequences to report text (the prompt, if present, is cut off)."""
         texts = []
         for ids in _id_lists(sequences):
-            text = self.tokenizer.decode(ids[self._report_start(ids) :], skip_special_tokens=skip_special_tokens, **kwargs)
+            text = self.tokenizer.decode(ids[self._report_start(ids) :], skip_special_tokens=skip_special_tokens,
+                                         **kwargs)
             texts.append(text.strip())
         return texts
 

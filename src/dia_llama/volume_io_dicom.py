@@ -402,7 +402,8 @@ def _read_dicom(
         others = "; ".join(_describe_group(g) for g in groups)
         warnings.warn(
             f"{label}: found {len(groups)} series (by SeriesInstanceUID and geometry) [{others}]; using the largest "
-            f"axial one ({_describe_group(chosen)})"
+            f"axial one ({_describe_group(chosen)})",
+            stacklevel=2,
         )
     first = chosen[0]
     modality = str(first.ds.get("Modality", "") or "").strip()
@@ -488,7 +489,8 @@ def _read_dicom(
             meta["slice_grid_mm"] = grid
             warnings.warn(
                 f"{label}: slice gap / uneven slice spacing ({shown}); allow_gaps=True: resampled onto an even "
-                f"{grid:.3f} mm grid ({n_out} slices from {len(chosen)} acquired, interpolated linearly)"
+                f"{grid:.3f} mm grid ({n_out} slices from {len(chosen)} acquired, interpolated linearly)",
+                stacklevel=2,
             )
             slice_sp = grid
         else:
@@ -501,7 +503,7 @@ def _read_dicom(
     elif len(chosen) > 1:
         multi = any(fr.index is not None for fr in chosen)
         what = "frame order" if multi and len({fr.path for fr in chosen}) == 1 else "InstanceNumber"
-        warnings.warn(f"{label}: ImagePositionPatient missing; ordering slices by {what}")
+        warnings.warn(f"{label}: ImagePositionPatient missing; ordering slices by {what}", stacklevel=2)
         meta["sorted_by"] = what
         chosen = sorted(chosen, key=lambda fr: (int(fr.ds.get("InstanceNumber") or 0), fr.index or 0))
 
@@ -525,7 +527,8 @@ def _read_dicom(
         warnings.warn(
             f"{label}: {meta['gantry_tilt_deg']:.1f} deg gantry tilt: slices resampled onto an orthogonal grid "
             f"({arr.shape[0]}x{arr.shape[1]} pixels per slice, was {first.rows}x{first.cols}); pass tilt='error' "
-            "to refuse tilted series instead"
+            "to refuse tilted series instead",
+            stacklevel=2,
         )
     if bad.size:
         arr = _even_slices(arr, z, n_out)

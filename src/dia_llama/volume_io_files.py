@@ -168,7 +168,8 @@ def _read_nifti(path: Path, max_voxels: int | None = DEFAULT_MAX_VOXELS) -> Volu
             raw = np.asanyarray(img.dataobj)
         hdr = img.header
         if int(hdr["qform_code"]) == 0 and int(hdr["sform_code"]) == 0:
-            warnings.warn(f"{label}: NIfTI has no qform/sform; orientation taken from nibabel's default affine")
+            warnings.warn(f"{label}: NIfTI has no qform/sform; orientation taken from nibabel's default affine",
+                          stacklevel=2)
         ornt = nio.io_orientation(img.affine)
         if np.isnan(ornt).any():
             raise VolumeReadError(f"{label}: NIfTI affine is degenerate, cannot determine orientation")

@@ -1,7 +1,7 @@
 """Data: the synthetic chest-CT benchmark, manifest datasets and caching."""
 
 # Loading data sets (manifest / CTRG-Chest / CT-RATE) and the preprocessing cache.
-from .cache import CacheError, CachedVolumes, CacheReport, open_cache, preprocess_dataset, processor_fingerprint
+from .cache import CachedVolumes, CacheError, CacheReport, open_cache, preprocess_dataset, processor_fingerprint
 from .datasets import (
     DatasetError,
     LoadReport,

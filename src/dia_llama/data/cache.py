@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import FORMATS, DatasetError, load_ct_report_dataset, load_example_volume
+from .datasets import load_ct_report_dataset, load_example_volume
 
 __all__ = [
     "CACHE_FORMAT",

@@ -94,7 +94,8 @@ def micro_f1_optimal_thresholds(probabilities, labels, min_positives: int = 5, d
 
 @torch.no_grad()
 def diagnose_dataset(model, dataset, batch_size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """The disease branch's probabilities (N, L) on a dataset of {pixel_values, disease_labels} items, and the labels."""
+    """The disease branch's probabilities (N, L) on a dataset of {pixel_values, disease_labels} items, and the
+    labels."""
     was_training = model.training
     model.eval()
     probabilities, labels = [], []

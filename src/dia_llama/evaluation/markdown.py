@@ -25,7 +25,8 @@ def _nlg(nlg: dict, digits: int) -> list[str]:
     names = [m for m in NLG_METRICS if any(m in v for v in nlg.values())]
     lines = ["| mode | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     for mode, values in nlg.items():
-        lines.append(f"| {mode} | " + " | ".join(f"{values[m]:.{digits}f}" if m in values else "–" for m in names) + " |")
+        lines.append(f"| {mode} | "
+                     + " | ".join(f"{values[m]:.{digits}f}" if m in values else "–" for m in names) + " |")
     return lines + [""]
 
 
@@ -62,9 +63,11 @@ def _localization(block: dict) -> list[str]:
     lines = ["## Disease-aware attention: localisation (present findings with a region)", "",
              f"pointing game {overall.get('pointing_game', float('nan')):.3f} (uniform attention "
              f"{overall.get('pointing_game_uniform', float('nan')):.3f}), mass in region "
-             f"{overall.get('mass_in_region', float('nan')):.3f} (uniform {overall.get('mass_uniform', float('nan')):.3f}),"
+             f"{overall.get('mass_in_region', float('nan')):.3f} "
+             f"(uniform {overall.get('mass_uniform', float('nan')):.3f}),"
              f" {overall.get('cases', 0)} case-findings", "",
-             "| class | cases | pointing game | uniform | mass in region | uniform |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| class | cases | pointing game | uniform | mass in region | uniform |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, v in block.get("per_class", {}).items():
         lines.append(f"| {name} | {v['cases']} | {v['pointing_game']:.3f} | {v['pointing_game_uniform']:.3f} | "
                      f"{v['mass_in_region']:.3f} | {v['mass_uniform']:.3f} |")

@@ -79,7 +79,8 @@ def build_labeler(name: str | None, disease_set: str | None = None, weights: str
         return None
     from ..labelers import get_labeler
 
-    kwargs = {"chexbert": {"checkpoint": weights}, "ctrate-radbert": {"model_dir": weights}}.get(name, {}) if weights else {}
+    kwargs = ({"chexbert": {"checkpoint": weights}, "ctrate-radbert": {"model_dir": weights}}.get(name, {})
+              if weights else {})
     return get_labeler(name, disease_set=disease_set, **kwargs)
 
 

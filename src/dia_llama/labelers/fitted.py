@@ -88,7 +88,7 @@ class DecisionLayer:
         return np.array([-4.0, -4.0, -4.0, -4.0]), 2.0
 
     @classmethod
-    def prior(cls, space) -> "DecisionLayer":
+    def prior(cls, space) -> DecisionLayer:
         """The generic reading, unfitted."""
         params = {}
         for name in space.names:
@@ -99,7 +99,7 @@ class DecisionLayer:
 
     @classmethod
     def fit(cls, space, feats: dict, abnormal: np.ndarray, labels: np.ndarray, l2: float = 1.0,
-            threshold: float = 0.5, min_positives: int = 5) -> "DecisionLayer":
+            threshold: float = 0.5, min_positives: int = 5) -> DecisionLayer:
         """Fit every class with at least ``min_positives`` positives in ``labels`` (n, L) 0/1; others keep the prior.
 
         A fitted class is present when its probability exceeds ``threshold`` (folded into the stored bias)."""

@@ -8,7 +8,7 @@ renames a feature is caught by :func:`check_params` (and by the tests).
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from .features import FeatureSpace
@@ -40,7 +40,7 @@ def write_params(layers: dict[str, dict], path: Path = PARAMS_PATH) -> Path:
     return path
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_params(path: str = str(PARAMS_PATH)) -> dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)

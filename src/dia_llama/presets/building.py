@@ -17,8 +17,8 @@ import torch
 from transformers import AutoConfig, GenerationConfig, LlamaConfig
 
 from ..configuration_dia_llama import DiaLlamaConfig, DiaLlamaVisionConfig
-from ..modeling_dia_llama import DiaLlamaForConditionalGeneration
 from ..image_processing_dia_llama import DiaLlamaVolumeProcessor
+from ..modeling_dia_llama import DiaLlamaForConditionalGeneration
 from ..processing_dia_llama import DiaLlamaProcessor
 from .tokenizers import add_special_tokens, load_llm_tokenizer, train_tiny_tokenizer
 

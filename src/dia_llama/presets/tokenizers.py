@@ -48,8 +48,8 @@ def train_tiny_tokenizer(corpus: list[str] | None = None, vocab_size: int = 1024
 
 def load_llm_tokenizer(llm):
     """The tokenizer of a local LLM folder (`--llm`): its `tokenizer.json` / `tokenizer_config.json`, or a bare
-    LLaMA-style SentencePiece `tokenizer.model`, which needs the sentencepiece package (`pip install "dia-llama[llama]"`).
-    Raises ValueError naming the folder and the problem."""
+    LLaMA-style SentencePiece `tokenizer.model`, which needs the sentencepiece package
+    (`pip install "dia-llama[llama]"`). Raises ValueError naming the folder and the problem."""
     import importlib.util
 
     from transformers import LlamaTokenizer
@@ -60,7 +60,8 @@ def load_llm_tokenizer(llm):
     has_json, has_config = (path / "tokenizer.json").is_file(), (path / "tokenizer_config.json").is_file()
     has_sentencepiece = (path / "tokenizer.model").is_file()
     if not (has_json or has_config or has_sentencepiece):
-        raise ValueError(f"{path}: no tokenizer (tokenizer.json, tokenizer_config.json or tokenizer.model) in the folder")
+        raise ValueError(f"{path}: no tokenizer (tokenizer.json, tokenizer_config.json or tokenizer.model) "
+                         "in the folder")
     if has_sentencepiece and not has_json and importlib.util.find_spec("sentencepiece") is None:
         raise ValueError(
             f"{path}: holds a SentencePiece tokenizer.model and no tokenizer.json; reading it needs the sentencepiece "
@@ -82,7 +83,8 @@ def load_llm_tokenizer(llm):
 
 def add_special_tokens(tokenizer) -> int:
     """Add Dia-LLaMA's placeholder tokens (and a pad token) to an existing tokenizer; returns how many were added."""
-    added = tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS}, replace_extra_special_tokens=False)
+    added = tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS},
+                                         replace_extra_special_tokens=False)
     if tokenizer.pad_token is None:
         added += tokenizer.add_special_tokens({"pad_token": "<pad>"})
     return added

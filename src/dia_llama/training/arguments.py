@@ -57,7 +57,9 @@ class DataArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "preprocessing cache (dia-llama preprocess)"})
     train_split: str = "train"
     eval_split: str | None = field(default="validation", metadata={"help": "split for the loss-only evaluation"})
-    max_report_tokens: int | None = field(default=None, metadata={"help": "report length cap (default: the processor's)"})
+    max_report_tokens: int | None = field(
+        default=None, metadata={"help": "report length cap (default: the processor's)"}
+    )
     max_train_samples: int | None = None
     on_error: str = field(default="raise", metadata={"help": "raise | skip bad cases (skips are counted)"})
     repeat_factor_threshold: float | None = field(

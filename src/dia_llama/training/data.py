@@ -49,7 +49,8 @@ class DiaLlamaDataCollator:
 
 
 def repeat_rare_cases(dataset, labels, threshold: float, disease_names, seed: int = 0):
-    """The training set with cases of rare findings repeated (`dia_llama.training.sampling`): a `Subset` of repeated indices."""
+    """The training set with cases of rare findings repeated (`dia_llama.training.sampling`): a `Subset` of repeated
+    indices."""
     from .sampling import case_repeat_factors, class_repeat_factors, repeated_indices
 
     indices = repeated_indices(case_repeat_factors(labels, threshold), seed=seed)

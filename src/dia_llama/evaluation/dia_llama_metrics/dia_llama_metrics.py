@@ -4,8 +4,8 @@
     metric = evaluate.load("path/to/dia_llama/dia_llama_metrics  (the folder, or the .py inside it)")
     metric.compute(predictions=["..."], references=["..."], mode="coco_raw", labeler="rule")
 
-A thin wrapper over ``dia_llama.evaluation.metrics`` (which must be installed: evaluate copies this file to its cache and
-imports it from there). See that module for the protocols.
+A thin wrapper over ``dia_llama.evaluation.metrics`` (which must be installed: evaluate copies this file to its cache
+and imports it from there). See that module for the protocols.
 """
 
 import datasets
@@ -61,9 +61,9 @@ class DiaLlamaMetrics(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, mode="coco_raw", labeler="rule", nlg_metrics=None):
-        from dia_llama.labelers import resolve_labeler
         from dia_llama.evaluation.metrics import clinical_efficacy
         from dia_llama.evaluation.metrics import nlg_metrics as compute_nlg
+        from dia_llama.labelers import resolve_labeler
 
         predictions = ["" if p is None else p for p in predictions]
         references = ["" if r is None else r for r in references]

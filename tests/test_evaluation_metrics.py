@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 
 from dia_llama.evaluation import metrics
-from dia_llama.evaluation.metrics import JavaNotFoundError, MeteorScorer, clinical_efficacy, diagnosis_metrics, nlg_metrics
+from dia_llama.evaluation.metrics import (
+    JavaNotFoundError,
+    MeteorScorer,
+    clinical_efficacy,
+    diagnosis_metrics,
+    nlg_metrics,
+)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"
 HAVE_JAVA = shutil.which("java") is not None

@@ -4,7 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from dia_llama.evaluation.calibration import decisions, f1_at, f1_optimal_thresholds, micro_f1, micro_f1_optimal_thresholds
+from dia_llama.evaluation.calibration import (
+    decisions,
+    f1_at,
+    f1_optimal_thresholds,
+    micro_f1,
+    micro_f1_optimal_thresholds,
+)
 from dia_llama.presets import build_model_and_processor
 
 
@@ -19,7 +25,8 @@ def test_f1_at_hand_computed():
 def test_thresholds_maximise_f1_and_keep_default_for_rare_columns():
     rng = np.random.default_rng(0)
     labels = np.zeros((40, 3), dtype=int)
-    labels[:10, 0] = 1  # column 0: positives score 0.30-0.40, negatives 0.05-0.15 → best threshold in [0.15, 0.30], the nearest to 0.5 on ties
+    labels[:10, 0] = 1  # column 0: positives score 0.30-0.40, negatives 0.05-0.15 → best threshold in [0.15, 0.30],
+    #                     the nearest to 0.5 on ties
     labels[:3, 1] = 1  # column 1: 3 positives < min_positives → stays 0.5
     labels[:20, 2] = 1  # column 2: already separated at 0.5 → ties resolved towards 0.5
     probs = np.empty((40, 3))

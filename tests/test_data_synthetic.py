@@ -439,7 +439,7 @@ def test_patch_grid_helpers_on_small_arrays():
 # Fingerprints of the generator's output, recorded from the single-module generator before the issue #22 refactor:
 # the package must reproduce every case and every benchmark file exactly. Regenerate only for an intended change
 # of the generator (then bump GENERATOR_VERSION): `python tests/test_synthetic.py --record`.
-GOLDEN_PATH = Path(__file__).with_name("synthetic_golden.json")
+GOLDEN_PATH = Path(__file__).parent / "fixtures" / "synthetic_golden.json"
 _GOLDEN_SIZES = ((48, 40, 24), (64, 64, 32))
 
 
@@ -549,7 +549,8 @@ if __name__ == "__main__":
     import tempfile
 
     if sys.argv[1:] != ["--record"]:
-        raise SystemExit("usage: python tests/test_synthetic.py --record  (rewrites tests/synthetic_golden.json)")
+        raise SystemExit("usage: python tests/test_data_synthetic.py --record  "
+                         "(rewrites tests/fixtures/synthetic_golden.json)")
     with tempfile.TemporaryDirectory() as tmp:
         golden = {"make_case": _golden_cases(), "synthesize_benchmark": _golden_benchmarks(Path(tmp))}
     GOLDEN_PATH.write_text(json.dumps(golden, indent=1, sort_keys=True) + "\n")

@@ -159,7 +159,7 @@ def write_enhanced_ct(
     shared.PlaneOrientationSequence = Sequence([item(ImageOrientationPatient=[1, 0, 0, 0, 1, 0])])
     ds.SharedFunctionalGroupsSequence = Sequence([shared])
     per_frame, pixels = [], []
-    for i, k in enumerate(order):
+    for k in order:
         fg = Dataset()
         fg.FrameContentSequence = Sequence([item(InStackPositionNumber=k + 1, DimensionIndexValues=[1, k + 1])])
         fg.PlanePositionSequence = Sequence(

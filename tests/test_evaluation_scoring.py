@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from dia_llama.configuration_dia_llama import CHEXPERT_14
 from dia_llama.cli import main
+from dia_llama.configuration_dia_llama import CHEXPERT_14
 from dia_llama.evaluation import label_file, metrics_markdown, score_file
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ctrg_chest"

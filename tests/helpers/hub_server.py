@@ -53,10 +53,10 @@ import textwrap
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Iterator
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 try:  # the module is also usable without pytest (e.g. from a script)
@@ -126,7 +126,7 @@ class StoredFile:
         """The oid the preupload endpoint reports (sha256 for LFS, git sha1 otherwise)."""
         return self.etag
 
-    def entry(self, last_commit: "Commit | None" = None) -> dict:
+    def entry(self, last_commit: Commit | None = None) -> dict:
         d = {"type": "file", "oid": self.blob_id, "size": self.size, "path": self.path}
         if self.lfs:
             d["lfs"] = {"oid": self.sha256, "size": self.size, "pointerSize": len(self.pointer)}
@@ -210,7 +210,7 @@ class HubServer:
         self.endpoint = ""
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> "HubServer":
+    def start(self) -> HubServer:
         handler = type("_BoundHandler", (_Handler,), {"hub": self})
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._httpd.daemon_threads = True
@@ -226,7 +226,7 @@ class HubServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "HubServer":
+    def __enter__(self) -> HubServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -33,7 +33,7 @@ def test_hu_mode_on_pydicom_ct_matches_pydicom_rescale():
 
 
 def test_dicom_series_folder_through_processor(tmp_path):
-    from dicom_fixtures import write_ct_series
+    from helpers.dicom_fixtures import write_ct_series
 
     vol = hu_volume()
     write_ct_series(tmp_path / "series", vol, spacing=(0.7, 0.7, 2.5))
@@ -72,7 +72,7 @@ def test_intensity_modes():
     np.testing.assert_allclose(pv.numpy(), (vol - vol.min()) / (vol.max() - vol.min()), atol=1e-6)
     u8 = DiaLlamaVolumeProcessor(volume_size=(8, 8, 4), num_channels=1, intensity_mode="uint8")
     pv = u8(np.full((8, 8, 4), 51, np.uint8), return_tensors="pt")["pixel_values"]
-    assert torch.allclose(pv, torch.full_like(pv, 0.2))
+    torch.testing.assert_close(pv, torch.full_like(pv, 0.2), rtol=1e-5, atol=1e-8)
 
 
 def test_resize_to_configured_size_and_batch():
@@ -140,7 +140,7 @@ def test_processor_round_trip(tmp_path):
     assert again.to_dict() == proc.to_dict()
 
 
-# ----------------------------------------------------------------------------- resize before conversion == the reference
+# ---------------------------------------------------------------------------- resize before conversion == the reference
 MODES = ("nearest", "trilinear", "area")
 
 
@@ -196,7 +196,7 @@ def assert_matches(got, ref, mode, what):
     if mode == "nearest":  # values are only picked: bit for bit
         assert torch.equal(got, ref), (what, float((got - ref).abs().max()))
     else:  # linear: equal to float32 rounding
-        assert torch.allclose(got, ref, rtol=0, atol=2e-6), (what, float((got - ref).abs().max()))
+        torch.testing.assert_close(got, ref, rtol=0, atol=2e-6, msg=lambda m: f"{what}: {m}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -223,7 +223,8 @@ def test_resize_volume_equals_torch_on_any_layout_and_dtype(mode):
         if mode == "nearest":
             assert torch.equal(got, ref), (trial, shape, size, dtype)
         else:
-            assert torch.allclose(got, ref, rtol=0, atol=1e-6 * scale), (trial, float((got - ref).abs().max()))
+            torch.testing.assert_close(got, ref, rtol=0, atol=1e-6 * scale,
+                                       msg=lambda m, trial=trial: f"trial {trial}: {m}")
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -289,7 +290,7 @@ def test_stdlib_gzip_fallback_gives_the_same_pixel_values(monkeypatch, tmp_path,
 @pytest.mark.parametrize("mode", MODES)
 def test_dicom_prone_and_arrays_match_the_reference(tmp_path, mode):
     pydicom = pytest.importorskip("pydicom")
-    from dicom_fixtures import write_ct_series
+    from helpers.dicom_fixtures import write_ct_series
 
     vol = hu_volume((20, 18, 9), seed=2).astype(np.float32)
     for f in write_ct_series(tmp_path / "prone", vol[::-1, ::-1, :], spacing=(0.7, 0.6, 2.5)):
