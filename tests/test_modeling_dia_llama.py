@@ -4,6 +4,7 @@ import copy
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,3 +345,25 @@ def test_unknown_disease_names_in_labels_raise(tiny_model_and_processor):
         processor(reports=["x"], disease_labels=[{"pneumonitis": 1}])
     with pytest.raises(ValueError, match="unknown disease names"):
         processor(volumes=random_volumes(1), diagnoses=[["lung cancer"]])
+
+
+def test_a_checkpoint_saved_before_the_reorganisation_loads_with_identical_outputs():
+    """`fixtures/checkpoint_v0_1` was written by version 0.1's layout (processing_dia_llama.py holding the volume
+    processor, one modeling file; `make_checkpoint.py` beside it): it loads through the Auto classes and gives the same
+    report logits and disease logits, bit for bit."""
+    import numpy as np
+
+    folder = Path(__file__).parent / "fixtures" / "checkpoint_v0_1"
+    expected = torch.load(folder / "expected_outputs.pt", weights_only=True)
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    assert type(processor.image_processor).__name__ == "DiaLlamaVolumeProcessor"
+    volume = (np.arange(64 * 64 * 32).reshape(64, 64, 32) % 1999 - 1000).astype(np.float32)
+    batch = processor(volumes=[volume], reports=["Thorax is symmetrical. No pleural effusion."],
+                      disease_labels=[[1, 0] * 7])
+    assert torch.equal(batch["input_ids"], expected["input_ids"])
+    with torch.no_grad():
+        out = model(**batch)
+    report = batch["labels"][0] != -100
+    torch.testing.assert_close(out.logits[0, report], expected["report_logits"], rtol=0, atol=0)
+    torch.testing.assert_close(out.disease_logits, expected["disease_logits"], rtol=0, atol=0)
