@@ -171,3 +171,16 @@ def test_generate_expands_folders_globs_and_manifests_and_resumes(tiny_model_dir
     assert main(argv + ["--json"]) == 0
     assert "0 reports, 0 failed, 6 already in the output" in capsys.readouterr().err
     assert len(output.read_text().splitlines()) == len(records)
+
+
+def test_a_model_larger_than_free_memory_is_refused_before_loading(tiny_model_dir, files, tmp_path, monkeypatch,
+                                                                   capsys):
+    """Building or loading what cannot fit says so first, instead of being killed for memory."""
+    from dia_llama.presets import building
+
+    monkeypatch.setattr(building, "available_memory", lambda: 64 * 2**10)
+    assert main(["generate", str(tiny_model_dir), str(files / "scan.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert "needs about" in err and "of memory, but only 64.0 KiB are free" in err
+    assert main(["init", str(tmp_path / "new"), "--preset", "tiny"]) == 2
+    assert "the tiny model needs about" in capsys.readouterr().err and not (tmp_path / "new").exists()

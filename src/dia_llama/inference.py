@@ -87,11 +87,33 @@ def load_for_inference(model: str, revision: str | None = None, device: str = "c
         device_map = device_map or "auto"
     if device_map:
         kwargs["device_map"] = device_map
+    _check_memory_for(model, kwargs.get("dtype"), quantized=bool(load_in_4bit or load_in_8bit), device_map=device_map)
     net = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
     if not device_map:
         net = net.to(device)
     processor = AutoProcessor.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
     return net, processor
+
+
+def _check_memory_for(model: str, dtype, quantized: bool, device_map) -> None:
+    """Refuse, before loading, a local model folder whose weights need more memory than is free (the weights' bytes
+    on disk, scaled to the requested dtype). Hub ids and device maps that place weights on GPUs are not checked."""
+    import json
+
+    from .presets import check_memory
+
+    folder = Path(model)
+    if quantized or not folder.is_dir() or (device_map and device_map != "cpu"):
+        return
+    stored = sum(f.stat().st_size for f in folder.glob("*.safetensors"))
+    if not stored:
+        return
+    config = folder / "config.json"
+    saved = json.loads(config.read_text()).get("dtype") if config.is_file() else None
+    width = {"float32": 4, "bfloat16": 2, "float16": 2}
+    target = "float32" if dtype is None else (saved if dtype == "auto" else str(dtype).removeprefix("torch."))
+    scale = width.get(target or "float32", 4) / width.get(saved or "float32", 4)
+    check_memory(stored * scale * 1.1, f"loading {model} ({target or 'float32'})")
 
 
 def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False):

@@ -106,8 +106,15 @@ def check_memory(needed_bytes: float, what: str) -> None:
     """Before allocating: a ValueError when `needed_bytes` exceed the available memory."""
     free = available_memory()
     if free is not None and needed_bytes > free:
-        raise ValueError(f"{what} needs about {needed_bytes / 2**30:.1f} GiB of memory, but only "
-                         f"{free / 2**30:.1f} GiB are free; use a machine with more memory (or a smaller preset)")
+        raise ValueError(f"{what} needs about {_size(needed_bytes)} of memory, but only {_size(free)} are free; "
+                         "use a machine with more memory (or a smaller preset / a half-precision dtype)")
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} bytes"
 
 
 def _dtype_bytes(dtype) -> int:
