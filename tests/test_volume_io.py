@@ -1217,3 +1217,32 @@ def test_processor_passes_read_options(tmp_path, hu):
     assert again.read_options == {"allow_gaps": True, "max_voxels": 10**6} and again.to_dict() == proc.to_dict()
     with pytest.raises(ValueError, match="read_options: unknown option"):
         DiaLlamaVolumeProcessor(read_options={"allow_gap": True})
+
+
+# ----------------------------------------------------------------------------- header-only checks for data sets
+def test_read_nifti_header_reads_no_voxels(tmp_path):
+    from dia_llama.volume_io import read_nifti_header
+
+    write_nifti(tmp_path / "a.nii.gz", np.zeros((8, 9, 4), np.int16), spacing=(0.5, 0.6, 2.0))
+    header = read_nifti_header(tmp_path / "a.nii.gz")
+    assert header.shape == (9, 8, 4) and header.dtype == np.int16  # stored (x, y, z): (W, H, D)
+    assert header.zooms == pytest.approx((0.6, 0.5, 2.0))
+    with pytest.raises(VolumeReadError, match="no such file"):
+        read_nifti_header(tmp_path / "missing.nii")
+
+
+def test_check_volume_file_names_each_problem_without_reading_voxels(tmp_path):
+    from dia_llama.volume_io import check_volume_file
+
+    write_nifti(tmp_path / "good.nii.gz", np.zeros((8, 9, 4), np.int16))
+    full = (tmp_path / "good.nii.gz").read_bytes()
+    write_nifti(tmp_path / "plain.nii", np.zeros((8, 9, 4), np.int16))
+    (tmp_path / "truncated.nii").write_bytes((tmp_path / "plain.nii").read_bytes()[:400])
+    (tmp_path / "cut.nii.gz").write_bytes(full[: len(full) // 2])
+    (tmp_path / "empty.nii.gz").write_bytes(b"")
+    (tmp_path / "folder").mkdir()
+    assert check_volume_file(tmp_path / "good.nii.gz") is None
+    for name, says in [("truncated.nii", "truncated"), ("cut.nii.gz", "NIfTI"), ("empty.nii.gz", "empty (0 bytes)"),
+                       ("folder", "folder is empty"), ("missing.nii.gz", "no such file")]:
+        problem = check_volume_file(tmp_path / name)
+        assert problem and says in problem and str(tmp_path / name) in problem, (name, problem)

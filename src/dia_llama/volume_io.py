@@ -88,7 +88,17 @@ from .volume_io_core import (  # noqa: F401  (public names)
     list_supported_formats,
 )
 from .volume_io_dicom import _read_dicom
-from .volume_io_files import _isal_igzip, _read_nifti, _read_sitk, write_nifti  # noqa: F401  (public names)
+from .volume_io_files import (  # noqa: F401  (public names)
+    NiftiHeader,
+    _isal_igzip,
+    _metaimage_guard,
+    _nifti_guard,
+    _nrrd_guard,
+    _read_nifti,
+    _read_sitk,
+    read_nifti_header,
+    write_nifti,
+)
 
 __all__ = [
     "VolumeReadError",
@@ -96,6 +106,9 @@ __all__ = [
     "StoredArray",
     "c_contiguous",
     "read_volume",
+    "check_volume_file",
+    "read_nifti_header",
+    "NiftiHeader",
     "write_nifti",
     "list_supported_formats",
     "DEFAULT_MAX_VOXELS",
@@ -258,6 +271,33 @@ def read_volume(
         vol.meta["spacing_from_file"] = vol.spacing
         vol.spacing = _check_spacing(spacing, vol.source)
     return vol
+
+
+def check_volume_file(path, *, max_voxels: int | None = DEFAULT_MAX_VOXELS) -> str | None:
+    """A cheap check before reading (headers only, no voxel data): None when `path` looks readable, else the problem,
+    naming the path (missing, a special file, an empty file or folder, a NIfTI / NRRD / MetaImage header that the file
+    cannot hold). For validating a data set's files up front; `read_volume` makes the same checks and more."""
+    path = Path(path).expanduser()
+    label = str(path)
+    try:
+        st = _stat_path(path)
+        if path.is_dir():
+            has_files = any(f.is_file() and not f.name.startswith(".") for f in path.iterdir())
+            return None if has_files else f"{label}: the folder is empty"
+        if st.st_size == 0:
+            return f"{label}: the file is empty (0 bytes)"
+        suffix = _suffix(path)
+        if suffix in _NIFTI_SUFFIXES:
+            _nifti_guard(_require("nibabel", "reading NIfTI"), path, label, _check_max_voxels(max_voxels))
+        elif suffix in (".nrrd", ".nhdr"):
+            _nrrd_guard(path, label, _check_max_voxels(max_voxels))
+        elif suffix in (".mha", ".mhd"):
+            _metaimage_guard(path, label, _check_max_voxels(max_voxels))
+    except VolumeReadError as err:
+        return str(err)
+    except ImportError:
+        return None  # the reader's own import error will say what to install
+    return None
 
 
 def _list_folder(path: Path, label: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from .volume_io_core import (
     _open_file,
     _require,
     _spacing_or_default,
+    _stat_path,
     _stored,
     _suffix,
     _tensor_to_numpy,
@@ -101,9 +103,32 @@ def _open_nifti(nib, path: Path):
     return nib.load(str(path), mmap=False), None  # in memory: the Volume must not depend on the file later
 
 
-def _nifti_guard(nib, path: Path, label: str, max_voxels: int | None) -> None:
-    """Read only the header (the first 540 bytes, decompressed) and refuse a declared size that the file cannot
-    hold or that is over ``max_voxels``, before nibabel allocates the data."""
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What a NIfTI header declares (no voxel data read): shape, voxel sizes, stored dtype, `scl_slope`/`scl_inter`
+    (None when unset) and the byte offset of the data."""
+
+    shape: tuple[int, ...]
+    zooms: tuple[float, ...]
+    dtype: np.dtype
+    slope: float | None
+    inter: float | None
+    offset: int
+
+
+def read_nifti_header(path) -> NiftiHeader:
+    """The header of a `.nii` / `.nii.gz` file, read without the voxel data; VolumeReadError names the problem."""
+    nib = _require("nibabel", "reading NIfTI")
+    path = Path(path)
+    _stat_path(path)
+    hdr, shape, dtype, offset = _nifti_header(nib, path, str(path))
+    slope, inter = hdr.get_slope_inter()
+    zooms = tuple(float(z) for z in hdr.get_zooms())
+    return NiftiHeader(shape, zooms, dtype, slope, inter, offset)
+
+
+def _nifti_header(nib, path: Path, label: str):
+    """(header, shape, dtype, data offset) from the first 540 bytes (decompressed)."""
     gz = path.name.lower().endswith(".gz")
     with _open_file(path, label, "NIfTI") as raw:
         try:
@@ -130,6 +155,14 @@ def _nifti_guard(nib, path: Path, label: str, max_voxels: int | None) -> None:
         raise VolumeReadError(f"{label}: cannot read NIfTI (invalid header: {_exc_text(exc)})") from None
     if any(s < 0 for s in shape):
         raise VolumeReadError(f"{label}: cannot read NIfTI (invalid header: negative dimensions {shape})")
+    return hdr, shape, dtype, offset
+
+
+def _nifti_guard(nib, path: Path, label: str, max_voxels: int | None) -> None:
+    """Read only the header (the first 540 bytes, decompressed) and refuse a declared size that the file cannot
+    hold or that is over ``max_voxels``, before nibabel allocates the data."""
+    _, shape, dtype, offset = _nifti_header(nib, path, label)
+    gz = path.name.lower().endswith(".gz")
     n = _check_voxel_count(label, shape, dtype.itemsize, f"the NIfTI header ({dtype})", max_voxels)
     need = offset + n * dtype.itemsize
     if not gz:
