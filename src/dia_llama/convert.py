@@ -555,9 +555,9 @@ def convert_official_checkpoint(
     from .presets import (
         add_special_tokens,
         build_config,
-        build_processor,
         default_generation_config,
         load_llm_tokenizer,
+        processor_for_config,
         save_model_folder,
     )
 
@@ -581,12 +581,7 @@ def convert_official_checkpoint(
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
                           vision_overrides=dict(RESEARCH_VISION_OVERRIDES), **overrides)
     config.language_model_source = str(llm)
-    processor = build_processor(preset, tokenizer, config)
-    processor.prepare_model_config(config)
-    text_config = config.get_text_config()
-    text_config.pad_token_id = tokenizer.pad_token_id
-    text_config.bos_token_id = tokenizer.bos_token_id
-    text_config.eos_token_id = tokenizer.eos_token_id
+    processor = processor_for_config(preset, tokenizer, config)
 
     # LLM weights the checkpoint lacks (e.g. a trainable-parameters-only save) come from the --llm folder.
     needed = _our_llm_names(_expected_shapes(config))

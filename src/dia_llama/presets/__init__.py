@@ -14,6 +14,7 @@ from .building import (
     load_preset,
     parameter_count,
     preset_volume_processor,
+    processor_for_config,
     save_model_folder,
 )
 from .tokenizers import add_special_tokens, load_llm_tokenizer, report_corpus, train_tiny_tokenizer
@@ -33,6 +34,7 @@ __all__ = [
     "load_preset",
     "parameter_count",
     "preset_volume_processor",
+    "processor_for_config",
     "report_corpus",
     "save_model_folder",
     "train_tiny_tokenizer",

@@ -75,6 +75,18 @@ def build_processor(preset: str, tokenizer, config: DiaLlamaConfig) -> DiaLlamaP
     )
 
 
+def processor_for_config(preset: str, tokenizer, config: DiaLlamaConfig) -> DiaLlamaProcessor:
+    """The preset's processor for `tokenizer`, with its token ids and diagnostic prompt table written into `config`
+    (and the tokenizer's pad / BOS / EOS ids into the text config)."""
+    processor = build_processor(preset, tokenizer, config)
+    processor.prepare_model_config(config)
+    text_config = config.get_text_config()
+    text_config.pad_token_id = tokenizer.pad_token_id
+    text_config.bos_token_id = tokenizer.bos_token_id
+    text_config.eos_token_id = tokenizer.eos_token_id
+    return processor
+
+
 def default_generation_config(tokenizer, preset: str = "tiny") -> GenerationConfig:
     """Explicit decoding settings (greedy, 300 new tokens) saved as generation_config.json."""
     return GenerationConfig(**load_preset(preset)["generation"], bos_token_id=tokenizer.bos_token_id,
@@ -146,14 +158,9 @@ def build_model_and_processor(preset: str = "tiny", llm: str | Path | None = Non
     else:
         tokenizer = train_tiny_tokenizer()
         config = build_config(preset, len(tokenizer), disease_names, vision_overrides=vision_overrides, **overrides)
-    processor = build_processor(preset, tokenizer, config)
-    processor.prepare_model_config(config)
-    text_config = config.get_text_config()
-    text_config.pad_token_id = tokenizer.pad_token_id
-    text_config.bos_token_id = tokenizer.bos_token_id
-    text_config.eos_token_id = tokenizer.eos_token_id
+    processor = processor_for_config(preset, tokenizer, config)
     if llm is not None:
-        dtype = getattr(text_config, "dtype", None) or torch.float32
+        dtype = getattr(config.get_text_config(), "dtype", None) or torch.float32
         dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
         check_memory(parameter_count(config) * _dtype_bytes(dtype) * 1.1, f"the {preset} model with {llm}")
         model = DiaLlamaForConditionalGeneration.from_pretrained(
@@ -225,5 +232,6 @@ __all__ = [
     "load_preset",
     "parameter_count",
     "preset_volume_processor",
+    "processor_for_config",
     "save_model_folder",
 ]
