@@ -202,6 +202,29 @@ def inspect(source: str, data_dir: Path, cls: str, limit: int) -> None:
     print("weights (fitted on the inspectable reports):", [(k, round(v, 2)) for k, v in big], round(fitted["bias"], 2))
 
 
+def score_unseen(data_dir: Path) -> dict:
+    """The shipped CheXbert-compatible labeler on the 182 CTRG test reports outside ``chexbert_labels_dev.csv``.
+
+    Meaningful only while the shipped parameters are the first round's (fitted on those 180 reports, commit
+    ``408e5ba``): then these 182 reports were never fitted, tuned or inspected on."""
+    from dia_llama.labelers import get_labeler
+    from dia_llama.labelers.params import load_params
+
+    fitted_on = load_params()["chexbert"]["n_reports"]
+    if fitted_on != 180:
+        raise SystemExit(f"the shipped parameters were fitted on {fitted_on} reports, these 182 included: not a "
+                         "held-out score. Check out commit 408e5ba (the first round's parameters) to reproduce it.")
+    seen = set(cv.load_chexbert_dev(data_dir)[0])
+    ids, texts, codes = cv.load_chexbert_test(data_dir)
+    keep = [i for i, x in enumerate(ids) if x not in seen]
+    labeler = get_labeler("rule")
+    pred = labeler.label([texts[i] for i in keep]).present
+    result = _scores((codes[keep] == 1).astype(np.int64), pred, labeler.disease_names)
+    result["micro"]["f1_ci95"] = _bootstrap_micro_f1(codes[keep] == 1, pred)
+    return {"chexbert": {"what": "shipped first-round labeler (fitted on the 180 odd ids) on the 182 even ids",
+                         "n_reports": len(keep), **result}}
+
+
 def markdown(results: dict) -> str:
     """Per-class tables of a results JSON (held-out mean over repeats; in-sample, generic and locked-fold)."""
     out = []
@@ -250,9 +273,24 @@ def main(argv=None) -> int:
     parser.add_argument("--inspect", nargs=2, metavar=("SOURCE", "CLASS"))
     parser.add_argument("--limit", type=int, default=40)
     parser.add_argument("--markdown", type=Path, help="print the per-class tables of this results JSON and exit")
+    parser.add_argument("--unseen", action="store_true",
+                        help="score the shipped first-round CheXbert labeler on the 182 reports it never saw")
     args = parser.parse_args(argv)
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
+        return 0
+    if args.unseen:
+        result = score_unseen(args.data)
+        out = args.output.with_name("labeler_unseen_round1.json")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        r = result["chexbert"]
+        ci = r["micro"]["f1_ci95"]
+        print(f"unseen {r['n_reports']} reports: micro-F1 {r['micro']['f1']:.3f} (95 % CI {ci[0]:.3f}-{ci[1]:.3f}), "
+              f"P {r['micro']['precision']:.3f}, R {r['micro']['recall']:.3f}; "
+              f"macro-F1 {r['macro']['f1']:.3f} (14 classes), {r['macro_supported']['f1']:.3f} "
+              f"({r['macro_supported']['n_classes']} classes with positives)")
+        print("   ", {n: round(v["f1"], 2) for n, v in r["per_class"].items()})
+        print("wrote", out)
         return 0
     if args.inspect:
         inspect(args.inspect[0], args.data, args.inspect[1], args.limit)

@@ -245,6 +245,18 @@ def test_locked_fold_rule():
     assert [len(f) for f in cv.kfold_indices(12, 5, 0)] == [3, 3, 2, 2, 2]
 
 
+def test_chexbert_test_labels_fixture():
+    """The labels copied from the research code cover the 362 test reports; the 180 of the shared file are equal."""
+    _need_data()
+    ids, texts, codes = cv.load_chexbert_test(DATA)
+    assert len(ids) == len(set(ids)) == 362 and all(texts)
+    dev_ids, _, dev_codes = cv.load_chexbert_dev(DATA)
+    row = {x: i for i, x in enumerate(ids)}
+    assert np.array_equal(codes[[row[x] for x in dev_ids]], dev_codes)
+    assert sorted(int(x) % 2 for x in ids) == [0] * 182 + [1] * 180  # the shared 180 are the odd ids
+    assert sum(map(cv.is_locked, ids)) == 79
+
+
 def test_chexbert_no_finding_coding_is_binary_and_exclusive():
     _need_data()
     _, _, ref = cv.load_chexbert_dev(DATA)

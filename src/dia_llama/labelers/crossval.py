@@ -1,9 +1,14 @@
 """Evaluation protocol of the fitted labelers: a locked-away fold, seeded k-fold splits of the rest.
 
 The locked fold is fixed by a rule chosen before any labeler work: a report is locked when the SHA-256 of its id
-(the CTRG ``id`` or the CT-RATE ``AccessionNo`` as text) is 0 modulo 5 -- 43 of the 180 CheXbert-labelled CTRG
-reports and 157 of the 800 CT-RATE reports. Locked reports are never used to fit, to choose a setting or to look
-at errors; they are scored once, by a model fitted on all other reports.
+(the CTRG ``id`` or the CT-RATE ``AccessionNo`` as text) is 0 modulo 5 -- 79 of the 362 CheXbert-labelled CTRG
+test reports (43 of the 180 odd ids of the first round, 36 of the 182 even ones) and 157 of the 800 CT-RATE
+reports. Locked reports are never used to fit, to choose a setting or to look at errors; they are scored once, by
+a model fitted on all other reports.
+
+CheXbert labels: ``../shared/data/ctrg_chest/chexbert_labels_dev.csv`` holds the 180 odd ids (the first round's
+data); the labels of all 362 test reports were copied from the research code's repository into
+``tests/fixtures/ctrg_chexbert/`` (a source checkout only; its README gives the provenance).
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import numpy as np
 
 LOCK_MODULUS = 5
 CHEXBERT_FILES = ("ctrg_chest/test_reports.csv", "ctrg_chest/chexbert_labels_dev.csv")
+CHEXBERT_TEST_LABELS = (Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "ctrg_chexbert"
+                        / "chexbert_labels_test.csv")
 CTRATE_FILE = "ct_rate/manual_labels_train.csv"
 
 
@@ -30,17 +37,27 @@ def kfold_indices(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(order[i::k]) for i in range(k)]
 
 
-def load_chexbert_dev(data_dir) -> tuple[list[str], list[str], np.ndarray]:
-    """The 180 CheXbert-labelled CTRG reports: ids, texts, 4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+def _chexbert_reports(data_dir, labels_csv) -> tuple[list[str], list[str], np.ndarray]:
     from ..configuration_dia_llama import CHEXPERT_14
 
-    data_dir = Path(data_dir)
-    with open(data_dir / CHEXBERT_FILES[0], encoding="utf-8") as f:
+    with open(Path(data_dir) / CHEXBERT_FILES[0], encoding="utf-8") as f:
         text = {r["id"]: r["ground_truth"] for r in csv.DictReader(f)}
-    with open(data_dir / CHEXBERT_FILES[1], encoding="utf-8") as f:
+    with open(labels_csv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     codes = np.array([[int(r[c.replace(" ", "_")]) for c in CHEXPERT_14] for r in rows], dtype=np.int64)
     return [r["id"] for r in rows], [text[r["id"]] for r in rows], codes
+
+
+def load_chexbert_dev(data_dir) -> tuple[list[str], list[str], np.ndarray]:
+    """The 180 CheXbert-labelled CTRG reports of the shared data (the odd ids; the first round's data): ids, texts,
+    4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+    return _chexbert_reports(data_dir, Path(data_dir) / CHEXBERT_FILES[1])
+
+
+def load_chexbert_test(data_dir, labels_csv=CHEXBERT_TEST_LABELS) -> tuple[list[str], list[str], np.ndarray]:
+    """All 362 CheXbert-labelled CTRG test reports (labels from the research code's repository, texts from the
+    shared data): ids, texts, 4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+    return _chexbert_reports(data_dir, labels_csv)
 
 
 def load_ctrate_manual(data_dir) -> tuple[list[str], list[str], np.ndarray]:
