@@ -70,95 +70,6 @@ def _mean_scores(runs: list[dict]) -> dict:
     return out
 
 
-def _ceiling(keys: list, y: np.ndarray) -> tuple[int, int, int]:
-    """TP, FP, FN of the best labeler that gives one answer per key (the majority label of its reports)."""
-    groups: dict = {}
-    for key, label in zip(keys, y):
-        groups.setdefault(key, []).append(int(label))
-    tp = fp = fn = 0
-    for labels in groups.values():
-        pos = sum(labels)
-        if pos > len(labels) - pos:
-            tp, fp = tp + pos, fp + len(labels) - pos
-        else:
-            fn += pos
-    return tp, fp, fn
-
-
-def _loo_ceiling(keys: list, y: np.ndarray) -> tuple[int, int, int]:
-    """TP, FP, FN when each report gets the majority label of the *other* reports with its key (ties: absent), and
-    a report whose key no other report has is counted as right (an oracle there: the bound stays an upper bound on
-    what reading only the key can do held-out, short of that oracle)."""
-    groups: dict = {}
-    for key, label in zip(keys, y):
-        groups.setdefault(key, []).append(int(label))
-    tp = fp = fn = 0
-    for labels in groups.values():
-        pos, n = sum(labels), len(labels)
-        for label in labels:
-            if n == 1:
-                tp += label
-                continue
-            others = pos - label
-            present = others > (n - 1) - others
-            tp += label and present
-            fp += (not label) and present
-            fn += label and not present
-    return tp, fp, fn
-
-
-def _f1(c) -> float:
-    return float(2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]))
-
-
-def label_consistency(space, texts, labels, feats, abnormal, min_reports: int = 4) -> dict:
-    """How consistently the label source labels identical wording (unlocked reports only).
-
-    Per class, reports are grouped by the set of their sentences that mention a concept of the class (digits as
-    ``#``): ``mixed`` lists the groups of at least ``min_reports`` reports labelled both ways; ``text_ceiling`` is the
-    micro-F1 of the best labeler that reads only those sentences (majority label per group, in-sample: an upper
-    bound); ``feature_ceiling`` the same per distinct feature vector of this labeler. The ``_loo`` variants give each
-    report the majority label of the other reports of its group (:func:`_loo_ceiling`): held-out versions of the
-    same bounds. ``per_class`` holds the four F1 values per class."""
-    from dia_llama.labelers.context import Document
-    from dia_llama.labelers.fitted import DecisionLayer
-
-    docs = [Document(t) for t in texts]
-    nf = DecisionLayer.prior(space).no_finding_features(feats, abnormal) if "no finding" in space.names else None
-    kinds = ("text_ceiling", "feature_ceiling", "text_ceiling_loo", "feature_ceiling_loo")
-    totals, mixed, per_class = {k: np.zeros(3, int) for k in kinds}, [], {}
-    for j, cls in enumerate(space.names):
-        if cls in space.concepts:
-            keys = []
-            for doc in docs:
-                sentences = set()
-                for k in space.concepts[cls]:
-                    for m in k.regex.finditer(doc.text):
-                        c = doc.clause_at(m.start())
-                        if c is not None:
-                            sentences.add(re.sub(r"\d+(?:\.\d+)?", "#", " ".join(doc.sentence(c).split())))
-                keys.append(tuple(sorted(sentences)))
-            rows = feats[cls]
-        else:
-            keys, rows = [" ".join(d.text.split()) for d in docs], nf
-        fkeys = [r.tobytes() for r in rows]
-        counts = {"text_ceiling": _ceiling(keys, labels[:, j]), "feature_ceiling": _ceiling(fkeys, labels[:, j]),
-                  "text_ceiling_loo": _loo_ceiling(keys, labels[:, j]),
-                  "feature_ceiling_loo": _loo_ceiling(fkeys, labels[:, j])}
-        for k, c in counts.items():
-            totals[k] += c
-        per_class[cls] = {k: _f1(c) for k, c in counts.items()}
-        groups: dict = {}
-        for key, label in zip(keys, labels[:, j]):
-            groups.setdefault(key, []).append(int(label))
-        for key, ls in groups.items():
-            if len(ls) >= min_reports and 0 < sum(ls) < len(ls):
-                mixed.append({"class": cls, "sentences": list(key) if isinstance(key, tuple) else [key],
-                              "reports": len(ls), "positive": sum(ls)})
-    mixed.sort(key=lambda m: -m["reports"])
-    return {**{f"{k}_micro_f1": _f1(c) for k, c in totals.items()}, "per_class": per_class, "mixed": mixed}
-
-
 def load(source: str, data_dir: Path):
     ids, texts, codes = LOADERS[source](data_dir)
     labels = (codes == 1).astype(np.int64)
@@ -195,9 +106,10 @@ def evaluate(source: str, data_dir: Path, repeats: int, score_locked: bool) -> d
         "held_out": _mean_scores(runs), "held_out_per_repeat": [{k: r[k] for k in ("micro", "macro")} for r in runs],
         "held_out_by_subset": {k: _mean_scores(v) for k, v in by_subset.items()},
         "uninspected_fold": fold0,
-        "in_sample": {"setting": setting, **_scores(y_dev, layer.decide(f_dev, a_dev), space.names)},
+        "in_sample": {"setting": setting, **_scores(y_dev, layer.decide(f_dev, a_dev), space.names),
+                      "fitted": {c: p["fitted"] for c, p in layer.params.items()}},
         "generic_reading": _scores(y_dev, generic, space.names),
-        "label_consistency": label_consistency(space, [texts[i] for i in dev], y_dev, f_dev, a_dev),
+        "label_consistency": cv.label_consistency(space, [texts[i] for i in dev], y_dev, f_dev, a_dev),
     }
     if score_locked:
         lock = np.flatnonzero(locked)
@@ -403,7 +315,8 @@ def markdown(results: dict) -> str:
         out += [title, "", head, rule]
         rows = [(n, r["held_out"]["per_class"][n]) for n in r["held_out"]["per_class"]]
         for name, h in rows:
-            note = " (no positives)" if h["zero_support"] else ""
+            fitted = r["in_sample"].get("fitted", {}).get(name, True)
+            note = " (no positives)" if h["zero_support"] else "" if fitted else " (not fitted)"
             line = (f"| {name}{note} | {h['support']} | {h['predicted']:.1f} | {h['precision']:.2f} | "
                     f"{h['recall']:.2f} | {h['f1']:.2f} | {r['in_sample']['per_class'][name]['f1']:.2f} | "
                     f"{r['generic_reading']['per_class'][name]['f1']:.2f} |")
