@@ -326,14 +326,13 @@ def markdown(results: dict) -> str:
             out.append(line)
         for key in ("micro", "macro"):
             h = r["held_out"][key]
-            predicted = sum(v["predicted"] for _, v in rows)
-            line = (f"| **{key}** | {sum(v['support'] for _, v in rows)} | {predicted:.1f} | {h['precision']:.3f} | "
-                    f"{h['recall']:.3f} | "
+            counts = f"{sum(v['support'] for _, v in rows)} | {sum(v['predicted'] for _, v in rows):.1f}"
+            line = (f"| **{key}** | {counts if key == 'micro' else ' | '} | {h['precision']:.3f} | {h['recall']:.3f} | "
                     f"**{h['f1']:.3f}** | {r['in_sample'][key]['f1']:.3f} | {r['generic_reading'][key]['f1']:.3f} |")
             if locked:
                 lk = locked[key]
-                line += (f" {sum(v['support'] for v in locked['per_class'].values())} | {lk['precision']:.3f} | "
-                         f"{lk['recall']:.3f} | **{lk['f1']:.3f}** |")
+                support = sum(v["support"] for v in locked["per_class"].values()) if key == "micro" else ""
+                line += f" {support} | {lk['precision']:.3f} | {lk['recall']:.3f} | **{lk['f1']:.3f}** |"
             out.append(line)
         out.append("")
     return "\n".join(out)
