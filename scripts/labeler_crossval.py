@@ -5,11 +5,14 @@
     python scripts/labeler_crossval.py --locked             # also score the locked fold (once, at the end)
     python scripts/labeler_crossval.py --write-params       # fit on all labelled reports -> the shipped resource
     python scripts/labeler_crossval.py --inspect chexbert "pleural other"   # errors an engineer may look at
+    python scripts/labeler_crossval.py --ablations          # variants of the method, CV on the inspectable reports
+    python scripts/labeler_crossval.py --unseen             # the first round's layer on the 182 reports it never saw
 
-Label sources: ``chexbert`` (CheXbert labels of 180 CTRG reports, CheXpert-14) and ``ctrate`` (800 hand-labelled
-CT-RATE reports, CT-RATE-18). The locked fold (SHA-256 of the id, 0 mod 5) is never fitted on, tuned on or
-inspected; ``--inspect`` shows only out-of-fold errors on reports outside the locked fold and outside fold 0 of the
-seed-0 split (that fold stays uninspected too, and is scored separately).
+Label sources: ``chexbert`` (CheXbert labels of the 362 CTRG test reports, CheXpert-14; labels from
+``tests/fixtures/ctrg_chexbert/``) and ``ctrate`` (800 hand-labelled CT-RATE reports, CT-RATE-18). The locked fold
+(SHA-256 of the id, 0 mod 5) is never fitted on, tuned on or inspected; ``--inspect`` and ``--ablations`` use only
+reports outside the locked fold and outside fold 0 of the seed-0 split (that fold stays uninspected too, and is
+scored separately).
 """
 
 from __future__ import annotations
