@@ -2,6 +2,7 @@
 loaders."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,17 +14,19 @@ from dia_llama.evaluation.metrics import clinical_efficacy
 from dia_llama.labelers import LabelerOutput, ReportLabeler, agreement_table, get_labeler
 from dia_llama.labelers import crossval as cv
 from dia_llama.labelers.context import Document
-from dia_llama.labelers.fitted import DecisionLayer
+from dia_llama.labelers.fitted import DecisionLayer, fit_logistic
 from dia_llama.labelers.params import PARAMS_PATH, build_space, check_params, load_params
 
 DATA = SHARED / "data"
 
 # Held-out agreement the fitted layers must keep (test_held_out_agreement: 5-fold CV, seed 0, on the reports outside
-# the locked fold, with the shipped l2): CheXbert 0.834, CT-RATE 0.936 with every class >= 0.84. docs/labelers.md has
-# the full protocol (scripts/labeler_crossval.py: l2 chosen inside each training part, 3 repeats: 0.835 / 0.934) and
-# why CheXbert's 0.85 target is out of reach (its labels of identical sentences disagree).
-MIN_HELD_OUT_MICRO_F1 = {"chexbert": 0.83, "ctrate": 0.93}
+# the locked fold, with the shipped l2): CheXbert 0.823 (283 of the 362 labelled CTRG test reports), CT-RATE 0.935
+# with every class >= 0.83. docs/labelers.md has the full protocol (scripts/labeler_crossval.py: l2 chosen inside each
+# training part, 3 repeats: 0.818 / 0.935) and why CheXbert's 0.85 target is out of reach (its labels of identical
+# sentences disagree; test_chexbert_agreement_ceiling).
+MIN_HELD_OUT_MICRO_F1 = {"chexbert": 0.81, "ctrate": 0.93}
 MIN_HELD_OUT_CLASS_F1 = {"ctrate": 0.80}  # every CT-RATE-18 class
+ROUND1_PARAMS = Path(__file__).parent / "fixtures" / "ctrg_chexbert" / "labeler_params_round1.json"
 
 
 def codes_of(labeler, text):
@@ -210,7 +213,7 @@ def test_shipped_parameters_match_the_feature_space(source):
     assert check_params(source) == []  # a vocabulary change needs scripts/labeler_crossval.py --write-params
     space = build_space(source)
     assert params["disease_names"] == space.names and set(params["classes"]) == set(space.names)
-    assert params["n_reports"] == {"chexbert": 180, "ctrate": 800}[source]
+    assert params["n_reports"] == {"chexbert": 362, "ctrate": 800}[source]
     assert params["setting"]["l2"] > 0
     for name, p in params["classes"].items():
         assert p["fitted"] == (p["positives"] >= 5), name
@@ -223,6 +226,27 @@ def test_zero_support_classes_keep_the_generic_rule():
     space = build_space("chexbert")
     assert params["pneumonia"]["weights"] == dict(zip(space.feature_names["pneumonia"],
                                                       space.prior("pneumonia")[0].tolist()))
+
+
+def test_unseen_prior_feature_keeps_the_generic_decision():
+    """A prior feature absent from the training data is not fitted, and a report whose only mention it is still gets
+    the generic rule's logit w0 + b0, however far the data moved the bias."""
+    x = np.array([[1, 0, 0]] * 30 + [[0, 0, 1]] * 30 + [[0, 0, 0]] * 40, dtype=float)
+    y = np.array([1] * 30 + [0] * 70)  # feature 2 (prior 0) affirmed and always absent: the bias drops
+    w0, b0 = np.array([4.0, 4.0, 0.0]), -2.0
+    w, b = fit_logistic(x, y, w0, b0, l2=0.1)
+    assert b < b0 - 0.5 and w[0] > 4.0 and w[2] < 0  # fitted where seen
+    assert w[1] + b == pytest.approx(w0[1] + b0)  # unseen prior feature: the generic decision
+    w, b = fit_logistic(np.zeros((4, 3)), np.zeros(4), np.array([0.0, 4.0, 0.0]), b0, l2=1.0)
+    assert w[0] == 0 and w[2] == 0 and w[1] + b == pytest.approx(2.0)  # an unseen zero-prior feature stays 0
+
+
+def test_chexbert_layer_reads_words_its_labels_never_show():
+    """CheXbert's CTRG labels never show "opacity" (lung opacity's fitted bias is far below the prior's): an affirmed
+    opacity still counts, as in the generic reading."""
+    params = load_params()["chexbert"]["classes"]["lung opacity"]
+    assert params["fitted"] and params["bias"] < -4
+    assert codes_of(get_labeler("rule"), "Patchy opacity in the right lower lobe.").get("lung opacity") == 1
 
 
 def test_params_file_is_json_with_provenance():
@@ -245,6 +269,51 @@ def test_locked_fold_rule():
     assert [len(f) for f in cv.kfold_indices(12, 5, 0)] == [3, 3, 2, 2, 2]
 
 
+def test_chexbert_test_labels_fixture():
+    """The labels copied from the research code cover the 362 test reports; the 180 of the shared file are equal."""
+    _need_data()
+    ids, texts, codes = cv.load_chexbert_test(DATA)
+    assert len(ids) == len(set(ids)) == 362 and all(texts)
+    dev_ids, _, dev_codes = cv.load_chexbert_dev(DATA)
+    row = {x: i for i, x in enumerate(ids)}
+    assert np.array_equal(codes[[row[x] for x in dev_ids]], dev_codes)
+    assert sorted(int(x) % 2 for x in ids) == [0] * 182 + [1] * 180  # the shared 180 are the odd ids
+    assert sum(map(cv.is_locked, ids)) == 79
+
+
+def test_first_round_labeler_on_unseen_reports():
+    """The first round's layer (fitted on the 180 odd ids, kept as a fixture) on the 182 even ids it never saw:
+    the issue's "below 0.80 on reports it has not seen" (measured 0.787; scripts/labeler_crossval.py --unseen)."""
+    _need_data()
+    params = json.loads(ROUND1_PARAMS.read_text())["chexbert"]
+    assert params["n_reports"] == 180 and check_params("chexbert", params) == []
+    seen = set(cv.load_chexbert_dev(DATA)[0])
+    ids, texts, codes = cv.load_chexbert_test(DATA)
+    keep = [i for i, x in enumerate(ids) if x not in seen]
+    space = build_space("chexbert")
+    feats, abnormal = space.transform([texts[i] for i in keep])
+    pred = DecisionLayer(space, params["classes"]).decide(feats, abnormal)
+    f1 = clinical_efficacy(codes[keep] == 1, pred, space.names)["micro"]["f1"]
+    assert len(keep) == 182 and 0.77 < f1 < 0.80
+
+
+def test_chexbert_agreement_ceiling():
+    """Why CheXbert's 0.85 is out of reach: on the 283 CV reports, CheXbert labels the two stock mediastinum sentences
+    both ways, and giving each report the majority label of the other reports with its feature vector (an oracle for
+    unique vectors) scores below 0.85; reading exact wording instead can do better only in-sample."""
+    _need_data()
+    ids, texts, codes = cv.load_chexbert_test(DATA)
+    dev = [i for i, x in enumerate(ids) if not cv.is_locked(x)]
+    space = build_space("chexbert")
+    texts = [texts[i] for i in dev]
+    feats, abnormal = space.transform(texts)
+    result = cv.label_consistency(space, texts, (codes[dev] == 1).astype(np.int64), feats, abnormal)
+    assert result["feature_ceiling_loo_micro_f1"] < 0.83 < result["feature_ceiling_micro_f1"] < 0.86
+    stock = [m for m in result["mixed"] if m["class"] == "enlarged cardiomediastinum" and m["reports"] >= 50]
+    assert len(stock) == 2 and sum(m["reports"] for m in stock) > 150
+    assert all(0.1 < m["positive"] / m["reports"] < 0.3 for m in stock)  # a minority either way: unpredictable
+
+
 def test_chexbert_no_finding_coding_is_binary_and_exclusive():
     _need_data()
     _, _, ref = cv.load_chexbert_dev(DATA)
@@ -256,7 +325,7 @@ def test_chexbert_no_finding_coding_is_binary_and_exclusive():
 def test_held_out_agreement(source):
     """5-fold CV on the unlocked reports: each fold's labels are predicted by a layer fitted on the other four."""
     _need_data()
-    ids, texts, codes = {"chexbert": cv.load_chexbert_dev, "ctrate": cv.load_ctrate_manual}[source](DATA)
+    ids, texts, codes = {"chexbert": cv.load_chexbert_test, "ctrate": cv.load_ctrate_manual}[source](DATA)
     dev = np.array([i for i, x in enumerate(ids) if not cv.is_locked(x)])
     labels = (codes[dev] == 1).astype(np.int64)
     space = build_space(source)
@@ -270,6 +339,7 @@ def test_held_out_agreement(source):
     ce = clinical_efficacy(labels, pred, space.names)
     table = agreement_table(labels, pred, space.names, reference_name=source)
     assert table.count("\n") == len(space.names) + 3
+    print(source, round(ce["micro"]["f1"], 4), min(round(r["f1"], 3) for r in ce["per_class"].values()))
     assert ce["micro"]["f1"] >= MIN_HELD_OUT_MICRO_F1[source], table
     for name, row in ce["per_class"].items():
         if source in MIN_HELD_OUT_CLASS_F1:

@@ -1,21 +1,29 @@
 """Evaluation protocol of the fitted labelers: a locked-away fold, seeded k-fold splits of the rest.
 
 The locked fold is fixed by a rule chosen before any labeler work: a report is locked when the SHA-256 of its id
-(the CTRG ``id`` or the CT-RATE ``AccessionNo`` as text) is 0 modulo 5 -- 43 of the 180 CheXbert-labelled CTRG
-reports and 157 of the 800 CT-RATE reports. Locked reports are never used to fit, to choose a setting or to look
-at errors; they are scored once, by a model fitted on all other reports.
+(the CTRG ``id`` or the CT-RATE ``AccessionNo`` as text) is 0 modulo 5 -- 79 of the 362 CheXbert-labelled CTRG
+test reports (43 of the 180 odd ids of the first round, 36 of the 182 even ones) and 157 of the 800 CT-RATE
+reports. Locked reports are never used to fit, to choose a setting or to look at errors; they are scored once, by
+a model fitted on all other reports.
+
+CheXbert labels: ``../shared/data/ctrg_chest/chexbert_labels_dev.csv`` holds the 180 odd ids (the first round's
+data); the labels of all 362 test reports were copied from the research code's repository into
+``tests/fixtures/ctrg_chexbert/`` (a source checkout only; its README gives the provenance).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
 
 LOCK_MODULUS = 5
 CHEXBERT_FILES = ("ctrg_chest/test_reports.csv", "ctrg_chest/chexbert_labels_dev.csv")
+CHEXBERT_TEST_LABELS = (Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "ctrg_chexbert"
+                        / "chexbert_labels_test.csv")
 CTRATE_FILE = "ct_rate/manual_labels_train.csv"
 
 
@@ -30,17 +38,27 @@ def kfold_indices(n: int, k: int = 5, seed: int = 0) -> list[np.ndarray]:
     return [np.sort(order[i::k]) for i in range(k)]
 
 
-def load_chexbert_dev(data_dir) -> tuple[list[str], list[str], np.ndarray]:
-    """The 180 CheXbert-labelled CTRG reports: ids, texts, 4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+def _chexbert_reports(data_dir, labels_csv) -> tuple[list[str], list[str], np.ndarray]:
     from ..configuration_dia_llama import CHEXPERT_14
 
-    data_dir = Path(data_dir)
-    with open(data_dir / CHEXBERT_FILES[0], encoding="utf-8") as f:
+    with open(Path(data_dir) / CHEXBERT_FILES[0], encoding="utf-8") as f:
         text = {r["id"]: r["ground_truth"] for r in csv.DictReader(f)}
-    with open(data_dir / CHEXBERT_FILES[1], encoding="utf-8") as f:
+    with open(labels_csv, encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     codes = np.array([[int(r[c.replace(" ", "_")]) for c in CHEXPERT_14] for r in rows], dtype=np.int64)
     return [r["id"] for r in rows], [text[r["id"]] for r in rows], codes
+
+
+def load_chexbert_dev(data_dir) -> tuple[list[str], list[str], np.ndarray]:
+    """The 180 CheXbert-labelled CTRG reports of the shared data (the odd ids; the first round's data): ids, texts,
+    4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+    return _chexbert_reports(data_dir, Path(data_dir) / CHEXBERT_FILES[1])
+
+
+def load_chexbert_test(data_dir, labels_csv=CHEXBERT_TEST_LABELS) -> tuple[list[str], list[str], np.ndarray]:
+    """All 362 CheXbert-labelled CTRG test reports (labels from the research code's repository, texts from the
+    shared data): ids, texts, 4-state codes (n, 14) in ``CHEXPERT_14`` order."""
+    return _chexbert_reports(data_dir, labels_csv)
 
 
 def load_ctrate_manual(data_dir) -> tuple[list[str], list[str], np.ndarray]:
@@ -109,3 +127,93 @@ def cross_validated_predictions(space, feats, abnormal, labels, k: int = 5, seed
         pred[fold] = layer.decide(_rows(feats, fold), abnormal[fold])
         chosen.append(setting)
     return pred, folds, chosen
+
+
+# ------------------------------------------------------------------------------ label consistency
+def _ceiling(keys: list, y: np.ndarray) -> tuple[int, int, int]:
+    """TP, FP, FN of the best labeler that gives one answer per key (the majority label of its reports)."""
+    groups: dict = {}
+    for key, label in zip(keys, y):
+        groups.setdefault(key, []).append(int(label))
+    tp = fp = fn = 0
+    for labels in groups.values():
+        pos = sum(labels)
+        if pos > len(labels) - pos:
+            tp, fp = tp + pos, fp + len(labels) - pos
+        else:
+            fn += pos
+    return tp, fp, fn
+
+
+def _loo_ceiling(keys: list, y: np.ndarray) -> tuple[int, int, int]:
+    """TP, FP, FN when each report gets the majority label of the *other* reports with its key (ties: absent), and
+    a report whose key no other report has is counted as right (an oracle there: the bound stays an upper bound on
+    what reading only the key can do held-out, short of that oracle)."""
+    groups: dict = {}
+    for key, label in zip(keys, y):
+        groups.setdefault(key, []).append(int(label))
+    tp = fp = fn = 0
+    for labels in groups.values():
+        pos, n = sum(labels), len(labels)
+        for label in labels:
+            if n == 1:
+                tp += label
+                continue
+            others = pos - label
+            present = others > (n - 1) - others
+            tp += label and present
+            fp += (not label) and present
+            fn += label and not present
+    return tp, fp, fn
+
+
+def _f1(c) -> float:
+    return float(2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]))
+
+
+def label_consistency(space, texts, labels, feats, abnormal, min_reports: int = 4) -> dict:
+    """How consistently the label source labels identical wording (unlocked reports only).
+
+    Per class, reports are grouped by the set of their sentences that mention a concept of the class (digits as
+    ``#``): ``mixed`` lists the groups of at least ``min_reports`` reports labelled both ways; ``text_ceiling`` is the
+    micro-F1 of the best labeler that reads only those sentences (majority label per group, in-sample: an upper
+    bound); ``feature_ceiling`` the same per distinct feature vector of this labeler. The ``_loo`` variants give each
+    report the majority label of the other reports of its group (:func:`_loo_ceiling`): held-out versions of the
+    same bounds. ``per_class`` holds the four F1 values per class."""
+    from .context import Document
+    from .fitted import DecisionLayer
+
+    docs = [Document(t) for t in texts]
+    nf = DecisionLayer.prior(space).no_finding_features(feats, abnormal) if "no finding" in space.names else None
+    kinds = ("text_ceiling", "feature_ceiling", "text_ceiling_loo", "feature_ceiling_loo")
+    totals, mixed, per_class = {k: np.zeros(3, int) for k in kinds}, [], {}
+    for j, cls in enumerate(space.names):
+        if cls in space.concepts:
+            keys = []
+            for doc in docs:
+                sentences = set()
+                for k in space.concepts[cls]:
+                    for m in k.regex.finditer(doc.text):
+                        c = doc.clause_at(m.start())
+                        if c is not None:
+                            sentences.add(re.sub(r"\d+(?:\.\d+)?", "#", " ".join(doc.sentence(c).split())))
+                keys.append(tuple(sorted(sentences)))
+            rows = feats[cls]
+        else:
+            keys, rows = [" ".join(d.text.split()) for d in docs], nf
+        fkeys = [r.tobytes() for r in rows]
+        counts = {"text_ceiling": _ceiling(keys, labels[:, j]), "feature_ceiling": _ceiling(fkeys, labels[:, j]),
+                  "text_ceiling_loo": _loo_ceiling(keys, labels[:, j]),
+                  "feature_ceiling_loo": _loo_ceiling(fkeys, labels[:, j])}
+        for k, c in counts.items():
+            totals[k] += c
+        per_class[cls] = {k: _f1(c) for k, c in counts.items()}
+        groups: dict = {}
+        for key, label in zip(keys, labels[:, j]):
+            groups.setdefault(key, []).append(int(label))
+        for key, ls in groups.items():
+            if len(ls) >= min_reports and 0 < sum(ls) < len(ls):
+                mixed.append({"class": cls, "sentences": list(key) if isinstance(key, tuple) else [key],
+                              "reports": len(ls), "positive": sum(ls)})
+    mixed.sort(key=lambda m: -m["reports"])
+    return {**{f"{k}_micro_f1": _f1(c) for k, c in totals.items()}, "per_class": per_class, "mixed": mixed}

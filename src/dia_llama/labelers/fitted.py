@@ -2,7 +2,11 @@
 
 Fitting minimises the log-loss plus ``l2 / 2 * (|w - w0|^2 + (b - b0)^2)``, where
 ``(w0, b0)`` is the generic reading (:meth:`~.features.FeatureSpace.prior`): with few examples the class keeps the
-generic rule, with many it follows the label source. Classes with fewer than ``min_positives`` positives in the
+generic rule, with many it follows the label source. A feature the training data never shows says nothing about the
+label source, so it keeps the generic reading's *decision*: a prior feature (``w0 > 0``) gets ``w0 + b0 - b``, so
+that a report whose only mention it is scores ``w0 + b0`` as in the generic rule, whatever the fitted bias (without
+this, a label source that never writes "opacity" but often denies findings with other words would, through its bias,
+stop an affirmed "opacity" from counting). Classes with fewer than ``min_positives`` positives in the
 training data are not fitted: they keep the prior (reported as such). Inference is a dot product (numpy only).
 """
 
@@ -16,7 +20,9 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: fl
     """MAP logistic regression by Newton's method: weights near ``w0`` (precision ``l2``), bias near ``b0``
     (precision ``l2_bias``, default ``l2``: a report without any mention stays absent, as in the generic rule).
 
-    Features that are 0 in every row keep their prior weight; identical rows are fitted once, with their count."""
+    Features that are 0 in every row are not fitted: those with a zero prior weight keep it, the others get
+    ``w0 + b0 - b`` (the generic decision of a report whose only mention they are). Identical rows are fitted once,
+    with their count."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     w = np.array(w0, dtype=float)
     used = np.flatnonzero(x.any(0))
@@ -49,6 +55,8 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, w0: np.ndarray, b0: float, l2: fl
         if done:
             break
     w[used] = theta[:-1]
+    unseen = np.setdiff1d(np.flatnonzero(np.asarray(w0) > 0), used)
+    w[unseen] += b0 - theta[-1]
     return w, float(theta[-1])
 
 

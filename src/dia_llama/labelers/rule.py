@@ -10,8 +10,8 @@ How a report is read (docs/labelers.md has the method, the protocol and the held
    (:mod:`.fitted`: a logistic regression pulled towards the generic rule "an affirmed mention means present")
    whose weights were *fitted* to a label source and ship as ``resources/labeler_params.json``:
 
-   * ``label_source="chexbert"`` (default for CheXpert-14): CheXbert's labels of 180 CTRG-Chest reports, so that the
-     labeler stands in for CheXbert offline;
+   * ``label_source="chexbert"`` (default for CheXpert-14): CheXbert's labels of the 362 CTRG-Chest test reports, so
+     that the labeler stands in for CheXbert offline;
    * ``label_source="ctrate"`` (default for CT-RATE-18): the 800 hand-labelled CT-RATE reports that trained CT-RATE's
      own report classifier;
    * ``label_source="generic"``: no fitted layer, the literal reading (any affirmed mention of a class's core
@@ -22,7 +22,7 @@ How a report is read (docs/labelers.md has the method, the protocol and the held
 
 Codes follow CheXbert: 1 present; otherwise 3 if a core concept of the class was mentioned with uncertainty, 2 if
 it was negated, else 0. Classes with too few positives in a label source (CheXbert never marks pneumonia or pneumothorax
-on CTRG) keep the generic rule.
+on CTRG) keep the generic rule; so do concepts a label source never shows.
 """
 
 from __future__ import annotations
