@@ -128,7 +128,9 @@ def test_model_card_has_valid_model_index_from_metrics(tmp_path):
     text = (stage_for_hub(model, tmp_path / "staged", repo_id="me/dia-llama-tiny") / "README.md").read_text()
     card = validate_model_card(text)
     data = card.data.to_dict()
-    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-text-to-text"
+    # no built-in task reads a CT volume: `other`, no hosted widget; the card shows the custom pipeline instead
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "other" and data["inference"] is False
+    assert 'pipeline(model="me/dia-llama-tiny", trust_remote_code=True)' in text
     assert data["license"] == "apache-2.0" and data["base_model"] == "meta-llama/Llama-2-7b-chat-hf"
     assert {"radiology", "ct", "report-generation", "medical", "dia-llama", "3d"} <= set(data["tags"])
     assert card.data.model_name == "dia-llama-tiny"
