@@ -214,10 +214,12 @@ def _collect_rows(data, format: str, on_error: str):
         splits = list(data.values())
     else:
         splits = [data]
+    from .features import volume_path
+
     rows = []
     for split in splits:
         for row in split:
-            rows.append({k: row.get(k) for k in ("id", "volume", "spacing", "rescale")})
+            rows.append({**{k: row.get(k) for k in ("id", "spacing", "rescale")}, "volume": volume_path(row["volume"])})
     return rows, load_report
 
 
