@@ -94,7 +94,8 @@ def test_manifest_jsonl_splits_labels_and_paths(manifest_dir):
     assert [volume_path(v) for v in strings["train"]["volume"]] == [volume_path(v) for v in ds["train"]["volume"]]
     assert cast_volume_column(strings)["train"].features == ds["train"].features
     nib_image = cast_volume_column(strings["train"], decode=True)[0]["volume"]  # datasets' own decoding
-    assert volume_path(nib_image) == volume_path(ds["train"][0]["volume"]) and nib_image.shape == (SHAPE[1], SHAPE[0], SHAPE[2])
+    assert volume_path(nib_image) == volume_path(ds["train"][0]["volume"])
+    assert nib_image.shape == (SHAPE[1], SHAPE[0], SHAPE[2])  # NIfTI stores (W, H, D)
     # the disease names survive map/select/filter
     mapped = ds["train"].map(lambda r: {"labels": [0] * 14}).select([0]).filter(lambda r: True)
     assert dataset_disease_names(mapped) == CHEXPERT_14
