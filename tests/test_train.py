@@ -293,3 +293,24 @@ def test_push_to_hub_sends_the_merged_model_processor_and_card_in_one_commit(syn
     training = json.loads((out / "training.json").read_text())
     assert training["dataset"]["name"] == "dia-llama synthetic chest-CT benchmark" and training["dataset"]["id"] is None
     assert sum(training["dataset"]["split_counts"].values()) == 24 and training["recipe"]["lora"] is True
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_multi_node_accelerate_configs_launch_two_nodes(stage):
+    """configs/accelerate/multi_node_zero{2,3}.yaml as `accelerate launch` reads them on the second node: 2 nodes × 8
+    processes, node rank 1, a static rendezvous at the main node, our ZeRO JSON (nothing is launched)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import prepare_deepspeed_cmd_env
+
+    config = REPO / "configs" / "accelerate" / f"multi_node_zero{stage}.yaml"
+    args = launch_command_parser().parse_args(["--config_file", str(config), "--machine_rank", "1",
+                                               "--main_process_ip", "192.168.1.5", "-m", "dia_llama.train", "paper"])
+    args, defaults, _ = _validate_launch_command(args)
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as `launch_command` does
+    _, env = prepare_deepspeed_cmd_env(args)
+    assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("2", "8", 1)
+    assert args.rdzv_backend == "static" and args.rdzv_endpoint == "192.168.1.5:29500"
+    assert args.training_script == "dia_llama.train" and args.module
+    ds_config = REPO / env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]
+    assert json.loads(ds_config.read_text())["zero_optimization"]["stage"] == stage
+    assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == str(stage == 3).lower()
