@@ -77,6 +77,11 @@ def test_load_pipeline_with_device_map(tiny_model_dir, scans):
     assert pipe.task == "ct-report-generation" and pipe.model.dtype == torch.bfloat16
     results = pipe([str(scans[0]), str(scans[1])], batch_size=2, max_new_tokens=2)
     assert len(results) == 2 and all(len(r["diagnoses"]) == 14 for r in results)
+    # `import dia_llama` registers the task: a loaded model and processor make the pipeline by its name
+    from transformers import pipeline
+
+    by_name = pipeline("ct-report-generation", model=pipe.model, processor=pipe.processor)
+    assert by_name(str(scans[0]), max_new_tokens=2)["report"] == results[0]["report"]
 
 
 def test_quantized_loading_says_why_it_cannot_run_here(tiny_model_dir, scans, capsys):
