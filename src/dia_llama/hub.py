@@ -170,7 +170,8 @@ def stage_for_hub(model_dir, out_dir, *, repo_id: str | None = None, card_templa
     """Copy exactly what would be uploaded into `out_dir` (created; must be empty) and render `README.md`.
 
     Ships config.json (with `auto_map`), generation config, safetensors weights (single file or shards + index),
-    processor/tokenizer files, remote-code modules (auto_map + known set + relative imports), `metrics.json`.
+    processor/tokenizer files, remote-code modules (auto_map + known set + relative imports), `metrics.json`,
+    `training.json`.
     Refuses pickled weights, skips trainer state and sub-folders (checkpoints, runs). `link_files` hard-links
     instead of copying where possible (for short-lived staging). Returns `out_dir`.
     """
