@@ -302,3 +302,20 @@ def _save(vp, tmp_path):
     folder = tmp_path / "processor"
     vp.save_pretrained(folder)
     return folder
+
+
+def test_preprocess_a_data_set_at_a_url_fetches_one_volume_at_a_time(data_dir, tmp_path):
+    """A manifest at an fsspec URL (an in-memory filesystem standing in for hf://datasets/...) is streamed: the
+    metadata first, then each volume by the worker processing it; the cache equals the local one."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"/remote-data/{path.relative_to(data_dir).as_posix()}", path.read_bytes())
+    vp = DiaLlamaVolumeProcessor(**CONFIG)
+    local = preprocess_dataset(data_dir, tmp_path / "local", vp, progress=False)
+    remote = preprocess_dataset("memory://remote-data", tmp_path / "remote", vp, progress=False, shard="1/2")
+    local_files = _listing(cache_mod.Path(local.cache_dir))
+    assert remote.n_processed == 3 and _listing(cache_mod.Path(remote.cache_dir)) == {
+        name: data for name, data in local_files.items() if name in {"case2.npy", "case3.npy", "case5.npy"}}

@@ -221,7 +221,11 @@ def _collect_rows(data, format: str, on_error: str):
     """(rows: dicts with id/volume/spacing/rescale, load report or None) from a path, DatasetDict, Dataset or list."""
     load_report = None
     if isinstance(data, (str, os.PathLike)):
-        data, load_report = load_ct_report_dataset(data, format=format, on_error=on_error, return_report=True)
+        # a URL (hf://datasets/..., s3://...): the streaming loader reads the metadata only; each worker then fetches
+        # just the volumes of its own cases (with --shard, one machine's share)
+        streaming = "://" in str(data) and not str(data).startswith("file://")
+        data, load_report = load_ct_report_dataset(data, format=format, on_error=on_error, return_report=True,
+                                                   streaming=streaming)
     if isinstance(data, dict):  # DatasetDict
         splits = list(data.values())
     else:
@@ -239,7 +243,8 @@ def preprocess_dataset(data, output_dir, volume_processor, num_workers: int = 1,
                        progress: bool = True, format: str = "auto", shard=None) -> CacheReport:
     """Process every case of ``data`` once into ``output_dir/<fingerprint>/`` (see the module docstring).
 
-    ``data``: a data set path (any :func:`load_ct_report_dataset` format), a DatasetDict, a Dataset or a list of
+    ``data``: a data set path or fsspec URL (any :func:`load_ct_report_dataset` format; a URL is streamed: volumes
+    are fetched one at a time by the worker that processes them), a (Iterable)DatasetDict, a Dataset or a list of
     rows with ``id`` and ``volume`` (optional ``spacing``/``rescale``). ``volume_processor``: a
     DiaLlamaVolumeProcessor, a DiaLlamaProcessor, or a model folder to load it from. Cases already cached are
     reused; ``num_workers`` > 1 processes in that many worker processes (identical output). ``on_error``: "raise"
