@@ -468,3 +468,22 @@ def test_transformers_push_to_hub_then_pipeline_without_the_package(hub_server_f
         for name, dx in batched["diagnoses"].items():
             assert dx["present"] == single["diagnoses"][name]["present"]
             assert dx["probability"] == pytest.approx(single["diagnoses"][name]["probability"], abs=1e-5)
+
+
+def test_push_replaces_top_level_files_and_leaves_sub_folders(hub_server_fixture, tmp_path):
+    """A Trainer's `last-checkpoint/` (pushed with hub_strategy="checkpoint") survives a later push of the final
+    model; stale top-level weights and JSON go."""
+    hub, repo = hub_server_fixture, "me/dia-llama-tiny"
+    v1, v2 = make_model_dir(tmp_path / "v1", seed=1, shards=2), make_model_dir(tmp_path / "v2", seed=2)
+    run_client_json(PUSH.format(jobs=[(str(v1), None, "v1")]), hub.endpoint)
+    run_client(f"""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        for path in ("last-checkpoint/config.json", "last-checkpoint/model.safetensors", "stale.json"):
+            api.upload_file(path_or_fileobj=b"{{}}", path_in_repo=path, repo_id={repo!r})
+        """, hub.endpoint)
+    run_client_json(PUSH.format(jobs=[(str(v2), None, "v2")]), hub.endpoint)
+    final = hub.commits(repo)[-1]
+    assert sorted(final.deleted) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                     "model.safetensors.index.json", "stale.json"]
+    assert {"last-checkpoint/config.json", "last-checkpoint/model.safetensors"} <= set(final.files)

@@ -9,6 +9,7 @@ template `resources/model_card.md`; its `model-index` is filled from the checkpo
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -200,14 +201,23 @@ def stage_for_hub(model_dir, out_dir, *, repo_id: str | None = None, card_templa
 
 
 # ---------------------------------------------------------------------------------------------- push
+def _stale_top_level_files(api, repo_id: str, revision: str | None, staged: Path) -> list[str]:
+    """Remote top-level files matching `PUSH_DELETE_PATTERNS` that the staged folder does not hold, by exact name
+    (a pattern such as "*.json" would also match files in sub-folders)."""
+    keep = {p.name for p in staged.iterdir()}
+    return [f for f in api.list_repo_files(repo_id, revision=revision) if "/" not in f and f not in keep
+            and any(fnmatch.fnmatch(f, pattern) for pattern in PUSH_DELETE_PATTERNS)]
+
+
 def push_to_hub(model_dir, repo_id: str, *, private: bool = False, revision: str | None = None,
                 commit_message: str | None = None, token: str | None = None, dry_run_dir=None) -> str | Path:
     """Stage `model_dir` and upload it to `repo_id` as one commit; returns the commit URL.
 
     With `dry_run_dir`, only stage there and return that folder (nothing touches the network). The repo is
     created if needed (`private` applies only to a new repo); a `revision` branch is created from `main` if
-    missing. Remote weights/JSON/.py files absent from the staged folder are deleted in the same commit so the
-    revision mirrors the checkpoint. `token=None` lets huggingface_hub find one (HF_TOKEN, `hf auth login`).
+    missing. Remote weights/JSON/.py files at the top level that the staged folder lacks are deleted in the same
+    commit so the revision mirrors the checkpoint; sub-folders (a Trainer's `last-checkpoint/`, `runs/`) are left
+    whole. `token=None` lets huggingface_hub find one (HF_TOKEN, `hf auth login`).
     """
     if dry_run_dir is not None:
         return stage_for_hub(model_dir, dry_run_dir, repo_id=repo_id)
@@ -222,7 +232,8 @@ def push_to_hub(model_dir, repo_id: str, *, private: bool = False, revision: str
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         info = api.upload_folder(
-            repo_id=repo_id, folder_path=staged, revision=revision, delete_patterns=PUSH_DELETE_PATTERNS,
+            repo_id=repo_id, folder_path=staged, revision=revision,
+            delete_patterns=_stale_top_level_files(api, repo_id, revision, staged) or None,
             commit_message=commit_message or f"Upload Dia-LLaMA checkpoint {Path(model_dir).resolve().name}",
         )
     return info.commit_url
