@@ -207,3 +207,115 @@ def test_cli_preprocess_with_preset(data_dir, tmp_path, capsys):
     assert main(["preprocess", str(tmp_path / "nothing"), "--output", str(out), "--preset", "tiny"]) == 2
     error = capsys.readouterr().err
     assert error.startswith("dia-llama: error: ") and "nothing" in error and error.count("\n") == 1
+
+
+# ------------------------------------------------------------------------------------------------ sharded preprocessing
+def _listing(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("*.npy"))}
+
+
+def test_two_shards_at_once_equal_one_run_and_the_cache_reads_while_it_grows(data_dir, tmp_path):
+    """`dia-llama preprocess --shard 0/2` and `--shard 1/2` run at the same time into one folder; a reader polls it
+    meanwhile and only ever sees complete entries; the result equals one run over everything, byte for byte."""
+    import subprocess
+    import sys
+    import time
+
+    from dia_llama.data.sharding import shard_of
+    from dia_llama.presets import preset_volume_processor
+
+    vp = preset_volume_processor("tiny")
+    one = preprocess_dataset(data_dir, tmp_path / "one", vp, progress=False)
+    sharded = tmp_path / "sharded"
+    command = [sys.executable, "-m", "dia_llama", "preprocess", str(data_dir), "--output", str(sharded),
+               "--preset", "tiny", "--no-progress", "--shard"]
+    procs = [subprocess.Popen(command + [f"{i}/2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    seen = set()
+    while any(p.poll() is None for p in procs):
+        if (sharded / processor_fingerprint(vp) / "processor.json").is_file():
+            cache = open_cache(sharded, vp)
+            for case_id in cache.ids():  # listed ⇒ complete: the file is in place and loads with the right shape
+                assert tuple(cache.get(case_id).shape) == (1, 64, 64, 32)
+                seen.add(case_id)
+        time.sleep(0.05)
+    outputs = [p.communicate() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    expected = {i: sum(shard_of(f"case{k}", 2) == i for k in range(N_CASES)) for i in range(2)}
+    for i, (out, _) in enumerate(outputs):
+        assert f"(shard {i}/2): {expected[i]} cases" in out
+
+    folder = sharded / processor_fingerprint(vp)
+    assert _listing(folder) == _listing(cache_mod.Path(one.cache_dir)) and len(_listing(folder)) == N_CASES
+    assert sorted(p.name for p in folder.glob("index*.jsonl")) == ["index-00000-of-00002.jsonl",
+                                                                   "index-00001-of-00002.jsonl"]
+    merged, single = cache_mod._read_index(folder), cache_mod._read_index(cache_mod.Path(one.cache_dir))
+    assert merged == single and sorted(open_cache(sharded, vp).ids()) == [f"case{k}" for k in range(N_CASES)]
+    assert seen <= set(merged)
+
+    # a later full run finds everything cached and merges the shard indexes into index.jsonl
+    full = preprocess_dataset(data_dir, sharded, vp, progress=False)
+    assert (full.n_cached, full.n_processed) == (N_CASES, 0)
+    assert [p.name for p in folder.glob("index*.jsonl")] == ["index.jsonl"] and cache_mod._read_index(folder) == single
+
+
+def test_shard_locks_index_lines_and_environment(data_dir, tmp_path, monkeypatch):
+    from dia_llama.data.sharding import parse_shard, shard_from_environment
+
+    vp = DiaLlamaVolumeProcessor(**CONFIG)
+    folder = tmp_path / "c" / processor_fingerprint(vp)
+    folder.mkdir(parents=True)
+    with cache_mod._CacheLock(folder, (0, 2)), cache_mod._CacheLock(folder, (1, 2)):  # shards run together
+        with pytest.raises(CacheError, match="shard 0/2"):
+            cache_mod._CacheLock(folder, (0, 2)).__enter__()
+        with pytest.raises(CacheError, match="another dia-llama preprocess is writing"):
+            preprocess_dataset(data_dir, tmp_path / "c", vp, progress=False)  # a full run waits for the shards
+    with cache_mod._CacheLock(folder):
+        with pytest.raises(CacheError, match="of the whole data set is writing this cache"):
+            cache_mod._CacheLock(folder, (1, 2)).__enter__()
+
+    # a reader sees complete lines only: a line being written (no newline yet, invalid JSON) does not count
+    first = preprocess_dataset(data_dir, tmp_path / "c", vp, shard="0/2", progress=False)
+    index = folder / "index-00000-of-00002.jsonl"
+    with open(index, "a") as fh:
+        fh.write('{"id": "case2", "file": "case2.npy", "volu')
+    assert sorted(open_cache(tmp_path / "c", vp).ids()) == sorted(cache_mod._read_index(folder))
+    assert "case2" not in open_cache(tmp_path / "c", vp).ids() and first.n_processed == 3
+
+    with pytest.raises(ValueError, match="i/n"):
+        parse_shard("1-2")
+    with pytest.raises(ValueError, match="0 <= i < n"):
+        parse_shard("2/2")
+    assert shard_from_environment({"RANK": "3", "WORLD_SIZE": "4"}) == (3, 4)
+    assert shard_from_environment({"WORLD_SIZE": "1"}) is None and shard_from_environment({}) is None
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as under `accelerate launch`: the CLI takes its shard from the launcher
+    from dia_llama.cli import main
+
+    assert main(["preprocess", str(data_dir), "--output", str(tmp_path / "env"), "--model", str(_save(vp, tmp_path)),
+                 "--no-progress"]) == 0
+    assert [p.name for p in (tmp_path / "env" / processor_fingerprint(vp)).glob("index*")] == [
+        "index-00001-of-00002.jsonl"]
+
+
+def _save(vp, tmp_path):
+    folder = tmp_path / "processor"
+    vp.save_pretrained(folder)
+    return folder
+
+
+def test_preprocess_a_data_set_at_a_url_fetches_one_volume_at_a_time(data_dir, tmp_path):
+    """A manifest at an fsspec URL (an in-memory filesystem standing in for hf://datasets/...) is streamed: the
+    metadata first, then each volume by the worker processing it; the cache equals the local one."""
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    for path in data_dir.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"/remote-data/{path.relative_to(data_dir).as_posix()}", path.read_bytes())
+    vp = DiaLlamaVolumeProcessor(**CONFIG)
+    local = preprocess_dataset(data_dir, tmp_path / "local", vp, progress=False)
+    remote = preprocess_dataset("memory://remote-data", tmp_path / "remote", vp, progress=False, shard="1/2")
+    local_files = _listing(cache_mod.Path(local.cache_dir))
+    assert remote.n_processed == 3 and _listing(cache_mod.Path(remote.cache_dir)) == {
+        name: data for name, data in local_files.items() if name in {"case2.npy", "case3.npy", "case5.npy"}}

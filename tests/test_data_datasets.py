@@ -4,6 +4,7 @@ import csv
 import json
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 
@@ -17,6 +18,7 @@ from dia_llama.data.datasets import (
     load_ctrate_volume,
     load_example_volume,
 )
+from dia_llama.data.features import cast_volume_column, volume_path
 from dia_llama.volume_io import read_volume, write_nifti
 
 SHAPE = (16, 16, 8)
@@ -70,15 +72,30 @@ def test_manifest_jsonl_splits_labels_and_paths(manifest_dir):
     assert dataset_disease_names(ds) == CHEXPERT_14  # inferred: the keys are CheXpert names
     rows = {r["id"]: r for split in ds.values() for r in split}
     assert set(rows) == {"c0", "c1", "c2", "c3", "abs"}  # c3: id from the file stem
-    assert rows["c0"]["volume"] == str((root / "volumes" / "c0.nii.gz").resolve())
-    assert rows["abs"]["volume"] == str(elsewhere / "abs.nii.gz")
+    # every volume is NIfTI: a Nifti feature that keeps the path (no bytes in Arrow, decoded by our readers)
+    assert ds["train"].features["volume"] == datasets.Nifti(decode=False)
+    assert rows["c0"]["volume"] == {"path": str((root / "volumes" / "c0.nii.gz").resolve()), "bytes": None}
+    assert volume_path(rows["abs"]["volume"]) == str(elsewhere / "abs.nii.gz")
+    # labels: the dense vector, and the diseases present as a ClassLabel sequence carrying the names
+    diseases = ds["train"].features["diseases"]
+    assert diseases == datasets.List(datasets.ClassLabel(names=CHEXPERT_14))
+    assert [diseases.feature.int2str(i) for i in rows["c0"]["diseases"]] == ["cardiomegaly"]
+    assert rows["c2"]["diseases"] == []
     assert rows["c3"]["split"] == "train" and rows["c1"]["split"] == "validation"
     lab = dict(zip(CHEXPERT_14, rows["c0"]["labels"]))
     assert lab["cardiomegaly"] == 1 and sum(rows["c0"]["labels"]) == 1
     assert rows["c1"]["labels"][CHEXPERT_14.index("pleural effusion")] == 1
     assert rows["c2"]["labels"] == [-1] * 14 and rows["abs"]["labels"] == [-1] * 14  # unknown
     assert rep.n_unlabelled == 2
-    assert set(ds["train"].column_names) == {"id", "volume", "report", "labels", "split", "spacing", "rescale"}
+    assert set(ds["train"].column_names) == {"id", "volume", "report", "labels", "diseases", "split", "spacing",
+                                             "rescale"}
+    strings = load_ct_report_dataset(root, volume_feature="string")
+    assert strings["train"].features["volume"] == datasets.Value("string")
+    assert [volume_path(v) for v in strings["train"]["volume"]] == [volume_path(v) for v in ds["train"]["volume"]]
+    assert cast_volume_column(strings)["train"].features == ds["train"].features
+    nib_image = cast_volume_column(strings["train"], decode=True)[0]["volume"]  # datasets' own decoding
+    assert volume_path(nib_image) == volume_path(ds["train"][0]["volume"])
+    assert nib_image.shape == (SHAPE[1], SHAPE[0], SHAPE[2])  # NIfTI stores (W, H, D)
     # the disease names survive map/select/filter
     mapped = ds["train"].map(lambda r: {"labels": [0] * 14}).select([0]).filter(lambda r: True)
     assert dataset_disease_names(mapped) == CHEXPERT_14
@@ -152,6 +169,7 @@ def test_ctrg_splits_codes_and_volume_kinds(ctrg_dir):
     assert rows["1"]["labels"][CHEXPERT_14.index("cardiomegaly")] == 0
     assert present("2") == {"no finding"} and present("3") == {"pleural effusion"}
     assert rows["4"]["labels"] == [-1] * 14
+    assert ds["train"].features["volume"] == datasets.Value("string")  # slice folders too: a string column
     assert rows["1"]["volume"].endswith("volumes/1.nii.gz") and rows["3"]["volume"].endswith("/3.nii.gz")
     assert rows["2"]["volume"].endswith("images/2") and Path(rows["4"]["volume"]).is_dir()
     assert read_volume(rows["2"]["volume"]).array.shape == (16, 16, 4)
@@ -231,19 +249,19 @@ def test_ctrate_layout_labels_reports_and_metadata(ctrate_dir):
     assert rows["train_1_a_1"]["labels"][CT_RATE_18.index("lung nodule")] == 1
     assert sum(rows["valid_1_b_2"]["labels"]) == 1 and rows["valid_1_b_2"]["split"] == "validation"
     assert rows["train_1_a_1"]["spacing"] == [0.75, 0.75, 1.5] and rows["train_1_a_1"]["rescale"] == [1.0, -1024.0]
-    assert "/dataset/train_fixed/train_2/" in rows["train_2_a_1"]["volume"]
+    assert "/dataset/train_fixed/train_2/" in volume_path(rows["train_2_a_1"]["volume"])
     both = load_ct_report_dataset(root, report_field="findings+impressions")
     assert both["train"][0]["report"] == "Nodule in the left lung. Lung nodule."
 
     # blank header: metadata spacing + rescale applied (canonical layout from read_volume)
     vol = load_example_volume(rows["train_1_a_1"])
-    plain = read_volume(rows["train_1_a_1"]["volume"])
+    plain = read_volume(volume_path(rows["train_1_a_1"]["volume"]))
     assert vol.spacing == (0.75, 0.75, 1.5) and plain.spacing == (1.0, 1.0, 1.0)
     np.testing.assert_allclose(vol.array, plain.array - 1024.0)
     assert vol.kind == "hu" and vol.meta["rescale_from_metadata"] == [1.0, -1024.0]
     assert sorted(np.unique(vol.array + 1024)) == sorted(np.unique(raw))
     # real header: left alone although the metadata has a rescale
-    fixed = load_ctrate_volume(rows["train_2_a_1"]["volume"], [9, 9, 9], [1.0, -1024.0])
+    fixed = load_ctrate_volume(volume_path(rows["train_2_a_1"]["volume"]), [9, 9, 9], [1.0, -1024.0])
     np.testing.assert_array_equal(fixed.array, _array(2).astype(np.float32))
     assert fixed.spacing == (0.8, 0.8, 2.0)
 
@@ -311,3 +329,69 @@ def test_unknown_layout_and_bad_json(tmp_path):
     (tmp_path / "manifest.jsonl").write_text('{"volume": "a.nii.gz", "report": "x"}\n{not json\n')
     with pytest.raises(DatasetError, match="line 2"):
         load_ct_report_dataset(tmp_path)
+
+
+# -------------------------------------------------------------------------------------------------------- streaming
+def test_streaming_and_non_streaming_give_the_same_examples(manifest_dir, ctrate_dir):
+    """Manifest and CT-RATE (whose train split sits in both `train/` and `train_fixed/`): same splits, features,
+    disease names and rows, in the same order."""
+    for root in (manifest_dir[0], ctrate_dir[0]):
+        eager = load_ct_report_dataset(root)
+        lazy = load_ct_report_dataset(root, streaming=True)
+        assert isinstance(lazy, datasets.IterableDatasetDict) and list(lazy) == list(eager)
+        assert dataset_disease_names(lazy) == dataset_disease_names(eager)
+        for split in eager:
+            assert isinstance(lazy[split], datasets.IterableDataset)
+            assert lazy[split].features == eager[split].features
+            assert list(lazy[split]) == list(eager[split]), (root, split)
+    # the volumes of a streamed row read like the others
+    row = next(r for r in load_ct_report_dataset(ctrate_dir[0], streaming=True)["train"] if r["id"] == "train_1_a_1")
+    assert load_example_volume(row).spacing == (0.75, 0.75, 1.5)
+
+
+def test_streaming_ctrate_from_a_remote_filesystem(ctrate_dir):
+    """CT-RATE at an fsspec URL (an in-memory filesystem standing in for hf://datasets/...): rows come from the CSVs
+    and one listing; a volume is fetched only when its row is read; a missing one is named when read."""
+    import fsspec
+
+    root, _ = ctrate_dir
+    memory = fsspec.filesystem("memory")
+    for path in root.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"/ctrate/{path.relative_to(root).as_posix()}", path.read_bytes())
+            if path.suffix == ".csv" or "valid" in path.name:  # a second tree: the metadata only, plus one volume
+                memory.pipe(f"/meta-only/{path.relative_to(root).as_posix()}", path.read_bytes())
+    eager = load_ct_report_dataset(root)
+    lazy = load_ct_report_dataset("memory://ctrate", streaming=True)
+    for split in eager:
+        for local, remote in zip(eager[split], lazy[split], strict=True):
+            local_path = Path(volume_path(local["volume"]))
+            url = memory.unstrip_protocol("/ctrate/" + local_path.relative_to(root).as_posix())  # memory:///ctrate/…
+            assert volume_path(remote["volume"]) == url
+            assert {k: v for k, v in remote.items() if k != "volume"} == {k: v for k, v in local.items()
+                                                                       if k != "volume"}
+            a, b = load_example_volume(local), load_example_volume(remote)
+            np.testing.assert_array_equal(a.array, b.array)
+            assert a.spacing == b.spacing and a.kind == b.kind
+
+    meta_only = load_ct_report_dataset("memory://meta-only", streaming=True)
+    train = list(meta_only["train"])  # the rows need no volume
+    assert [r["id"] for r in train] == ["train_1_a_1", "train_2_a_1"]
+    with pytest.raises(OSError, match=r"memory:///?meta-only/dataset/.*train_1_a_1\.nii\.gz"):
+        load_example_volume(train[0])
+    assert load_example_volume(next(iter(meta_only["validation"]))).array.shape == SHAPE
+
+
+def test_streaming_a_manifest_at_a_url(manifest_dir):
+    import fsspec
+
+    root, elsewhere = manifest_dir
+    memory = fsspec.filesystem("memory")
+    for path in root.rglob("*"):
+        if path.is_file():
+            memory.pipe(f"/manifest/{path.relative_to(root).as_posix()}", path.read_bytes())
+    lazy = load_ct_report_dataset("memory://manifest", streaming=True)
+    rows = {r["id"]: r for split in lazy.values() for r in split}
+    assert volume_path(rows["c0"]["volume"]) == memory.unstrip_protocol("/manifest/volumes/c0.nii.gz")
+    assert volume_path(rows["abs"]["volume"]) == str(elsewhere / "abs.nii.gz")  # absolute paths stay
+    np.testing.assert_array_equal(load_example_volume(rows["c1"]).array, _array(1).astype(np.float32))

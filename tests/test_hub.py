@@ -128,7 +128,9 @@ def test_model_card_has_valid_model_index_from_metrics(tmp_path):
     text = (stage_for_hub(model, tmp_path / "staged", repo_id="me/dia-llama-tiny") / "README.md").read_text()
     card = validate_model_card(text)
     data = card.data.to_dict()
-    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "image-text-to-text"
+    # no built-in task reads a CT volume: `other`, no hosted widget; the card shows the custom pipeline instead
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "other" and data["inference"] is False
+    assert 'pipeline(model="me/dia-llama-tiny", trust_remote_code=True)' in text
     assert data["license"] == "apache-2.0" and data["base_model"] == "meta-llama/Llama-2-7b-chat-hf"
     assert {"radiology", "ct", "report-generation", "medical", "dia-llama", "3d"} <= set(data["tags"])
     assert card.data.model_name == "dia-llama-tiny"
@@ -424,3 +426,64 @@ def test_dry_run_folder_loads_as_remote_code(tiny_model_dir, tmp_path):
         """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert "LOADED DiaLlamaForConditionalGeneration DiaLlamaProcessor" in result.stdout, result.stderr[-2000:]
+
+
+def test_transformers_push_to_hub_then_pipeline_without_the_package(hub_server_fixture, tiny_model_dir, tmp_path):
+    """transformers' own `model.push_to_hub` + `processor.push_to_hub` upload the remote code; in a process that
+    cannot import dia_llama, `pipeline(model=REPO, trust_remote_code=True)` reports on 2 NIfTI scans with
+    batch_size=2, the same as one at a time."""
+    from dia_llama.volume_io import write_nifti
+
+    server, repo = hub_server_fixture, "org/dia-llama-pipeline"
+    scans = []
+    for i in range(2):
+        volume = np.random.default_rng(i).integers(-1000, 1000, size=(48, 40, 20)).astype(np.int16)
+        write_nifti(tmp_path / f"scan{i}.nii.gz", volume, spacing=(0.8, 0.8, 2.0))
+        scans.append(str(tmp_path / f"scan{i}.nii.gz"))
+    run_client(f"""
+        import dia_llama
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        AutoModelForImageTextToText.from_pretrained({str(tiny_model_dir)!r}).push_to_hub({repo!r})
+        AutoProcessor.from_pretrained({str(tiny_model_dir)!r}).push_to_hub({repo!r})
+        """, server.endpoint, timeout=300)
+    files = set(server.files(repo))
+    assert {"config.json", "model.safetensors", "processor_config.json", "pipeline_dia_llama.py",
+            "modeling_dia_llama.py", "image_processing_dia_llama.py", "volume_io_dicom.py"} <= files
+
+    script = BLOCK_PACKAGE + textwrap.dedent(f"""
+        import json
+        from transformers import pipeline
+        pipe = pipeline(model={repo!r}, trust_remote_code=True)
+        batched = pipe({scans!r}, batch_size=2, max_new_tokens=5)
+        single = [pipe(scan, max_new_tokens=5) for scan in {scans!r}]
+        print(json.dumps({{"task": pipe.task, "module": type(pipe).__module__, "batched": batched,
+                          "single": single}}))
+        """)
+    got = run_client_json(script, server.endpoint, timeout=300)
+    assert got["task"] == "ct-report-generation" and got["module"].startswith("transformers_modules")
+    assert len(got["batched"]) == 2
+    for batched, single in zip(got["batched"], got["single"]):
+        assert isinstance(batched["report"], str) and batched["report"] == single["report"]
+        assert len(batched["diagnoses"]) == 14
+        for name, dx in batched["diagnoses"].items():
+            assert dx["present"] == single["diagnoses"][name]["present"]
+            assert dx["probability"] == pytest.approx(single["diagnoses"][name]["probability"], abs=1e-5)
+
+
+def test_push_replaces_top_level_files_and_leaves_sub_folders(hub_server_fixture, tmp_path):
+    """A Trainer's `last-checkpoint/` (pushed with hub_strategy="checkpoint") survives a later push of the final
+    model; stale top-level weights and JSON go."""
+    hub, repo = hub_server_fixture, "me/dia-llama-tiny"
+    v1, v2 = make_model_dir(tmp_path / "v1", seed=1, shards=2), make_model_dir(tmp_path / "v2", seed=2)
+    run_client_json(PUSH.format(jobs=[(str(v1), None, "v1")]), hub.endpoint)
+    run_client(f"""
+        from huggingface_hub import HfApi
+        api = HfApi()
+        for path in ("last-checkpoint/config.json", "last-checkpoint/model.safetensors", "stale.json"):
+            api.upload_file(path_or_fileobj=b"{{}}", path_in_repo=path, repo_id={repo!r})
+        """, hub.endpoint)
+    run_client_json(PUSH.format(jobs=[(str(v2), None, "v2")]), hub.endpoint)
+    final = hub.commits(repo)[-1]
+    assert sorted(final.deleted) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                     "model.safetensors.index.json", "stale.json"]
+    assert {"last-checkpoint/config.json", "last-checkpoint/model.safetensors"} <= set(final.files)

@@ -14,6 +14,21 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 from dia_llama import DiaLlamaForConditionalGeneration
 from dia_llama.presets import build_model_and_processor, train_tiny_tokenizer
 
+BLOCK_DIA_LLAMA = textwrap.dedent("""
+    import builtins
+    real_import = builtins.__import__
+    def guarded(name, *args, **kwargs):
+        if name == "dia_llama" or name.startswith("dia_llama."):
+            raise ImportError("dia_llama is blocked")
+        return real_import(name, *args, **kwargs)
+    builtins.__import__ = guarded
+    try:
+        import dia_llama
+        raise SystemExit("dia_llama should not import")
+    except ImportError:
+        pass
+    """)
+
 
 def random_volumes(n, shape=(70, 66, 30), seed=0):
     rng = np.random.default_rng(seed)
@@ -210,6 +225,50 @@ def test_remote_code_loads_without_package(tiny_model_dir, tiny_model_and_proces
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                             env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
     assert "REMOTE_OK" in result.stdout, result.stderr[-3000:]
+
+
+REMOTE_CODE_FILES = {
+    "configuration_dia_llama.py", "modeling_dia_llama.py", "modeling_dia_llama_vision.py",
+    "modeling_dia_llama_disease.py", "image_processing_dia_llama.py", "processing_dia_llama.py",
+    "pipeline_dia_llama.py", "volume_io.py", "volume_io_core.py", "volume_io_files.py", "volume_io_dicom.py",
+}
+
+
+def test_plain_save_pretrained_loads_as_remote_code_with_identical_logits(tmp_path):
+    """`model.save_pretrained(d)` + `processor.save_pretrained(d)`, nothing else: the folder holds every code file its
+    config names and loads with trust_remote_code=True in a process that cannot import dia_llama; report and disease
+    logits are bit-identical."""
+    model, processor = build_model_and_processor("tiny", seed=7)
+    model.eval()
+    folder = tmp_path / "plain"
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    assert REMOTE_CODE_FILES <= {p.name for p in folder.iterdir()}
+    config = __import__("json").loads((folder / "config.json").read_text())
+    assert config["auto_map"]["AutoModelForImageTextToText"] == "modeling_dia_llama.DiaLlamaForConditionalGeneration"
+    assert config["custom_pipelines"]["ct-report-generation"]["impl"] == "pipeline_dia_llama.CTReportGenerationPipeline"
+    batch = training_batch(processor)
+    with torch.no_grad():
+        out = model(**batch)
+    torch.save(dict(batch), tmp_path / "batch.pt")
+    threads = torch.get_num_threads()  # the same thread count: the same reduction order in every kernel
+    script = BLOCK_DIA_LLAMA + textwrap.dedent(f"""
+        import json, torch
+        from transformers import AutoModelForImageTextToText
+        torch.set_num_threads({threads})
+        model = AutoModelForImageTextToText.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        with torch.no_grad():
+            out = model(**torch.load({str(tmp_path / "batch.pt")!r}))
+        torch.save({{"logits": out.logits, "disease_logits": out.disease_logits}}, {str(tmp_path / "remote.pt")!r})
+        print("REMOTE_OK")
+        """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                            env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+    assert "REMOTE_OK" in result.stdout, result.stderr[-3000:]
+    remote = torch.load(tmp_path / "remote.pt")
+    assert torch.equal(remote["logits"], out.logits)
+    assert torch.equal(remote["disease_logits"], out.disease_logits)
 
 
 def test_text_only_logits_equal_llama(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,64 @@ def test_deepspeed_zero2_two_processes_on_cpu(synth_data, tmp_path):
     losses = [h["loss"] for h in state["log_history"] if "loss" in h]
     assert len(losses) == 2 and all(0 < v < 100 for v in losses)
     assert (out / "model.safetensors").exists()
+
+
+def test_push_to_hub_sends_the_merged_model_processor_and_card_in_one_commit(synth_data, tmp_path,
+                                                                             hub_server_fixture):
+    """`train --push_to_hub` against the loopback Hub: the final folder (LoRA merged), processor, remote code,
+    training.json and the card arrive in ONE commit; the card has no local path and parses with `ModelCard.load`."""
+    from huggingface_hub import ModelCard
+
+    from helpers.hub_server import run_client
+
+    server, repo, out = hub_server_fixture, "me/dia-llama-trained", tmp_path / "run"
+    args = common_args(synth_data, out, steps=2, lora="on", push_to_hub="true", hub_model_id=repo)
+    run_client(f"import sys; from dia_llama.train import main; sys.exit(main({args!r}))", server.endpoint,
+               timeout=600)
+
+    commits = server.commits(repo)
+    final = commits[-1]
+    assert final.title.startswith("Dia-LLaMA: final model")
+    shipped = {"model.safetensors", "config.json", "generation_config.json", "processor_config.json", "tokenizer.json",
+               "training.json", "README.md", "modeling_dia_llama.py", "pipeline_dia_llama.py", "volume_io.py"}
+    assert shipped <= set(final.added), sorted(final.added)
+    weights = final.files["model.safetensors"].content
+    header = json.loads(weights[8:8 + int.from_bytes(weights[:8], "little")])
+    assert header and not [k for k in header if "lora_" in k]  # merged: plain weights only
+    assert "train_args.json" not in final.files and not any(f.startswith("checkpoint-") for f in final.files)
+
+    readme = final.files["README.md"].content.decode()
+    (tmp_path / "README.md").write_text(readme)
+    for text in (readme, (out / "model_card.md").read_text()):
+        assert str(tmp_path) not in text and str(synth_data) not in text and "/tmp/" not in text
+        assert not re.search(r"(^|[\s(`'\"])/(home|root|tmp|work|data|mnt|Users)/", text)
+    card = ModelCard.load(tmp_path / "README.md")
+    assert card.data.pipeline_tag == "other" and card.data.model_name == "dia-llama-trained"
+    assert "dia-llama synthetic chest-CT benchmark" in card.text and "| lora_merged | True |" in card.text
+    assert f'pipeline(model="{repo}", trust_remote_code=True)' in card.text
+    local = ModelCard.load(out / "model_card.md")
+    assert local.data.to_dict() == card.data.to_dict()
+    training = json.loads((out / "training.json").read_text())
+    assert training["dataset"]["name"] == "dia-llama synthetic chest-CT benchmark" and training["dataset"]["id"] is None
+    assert sum(training["dataset"]["split_counts"].values()) == 24 and training["recipe"]["lora"] is True
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_multi_node_accelerate_configs_launch_two_nodes(stage):
+    """configs/accelerate/multi_node_zero{2,3}.yaml as `accelerate launch` reads them on the second node: 2 nodes × 8
+    processes, node rank 1, a static rendezvous at the main node, our ZeRO JSON (nothing is launched)."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import prepare_deepspeed_cmd_env
+
+    config = REPO / "configs" / "accelerate" / f"multi_node_zero{stage}.yaml"
+    args = launch_command_parser().parse_args(["--config_file", str(config), "--machine_rank", "1",
+                                               "--main_process_ip", "192.168.1.5", "-m", "dia_llama.train", "paper"])
+    args, defaults, _ = _validate_launch_command(args)
+    args.deepspeed_fields_from_accelerate_config = ",".join(defaults.deepspeed_config)  # as `launch_command` does
+    _, env = prepare_deepspeed_cmd_env(args)
+    assert (args.nnodes, args.nproc_per_node, args.node_rank) == ("2", "8", 1)
+    assert args.rdzv_backend == "static" and args.rdzv_endpoint == "192.168.1.5:29500"
+    assert args.training_script == "dia_llama.train" and args.module
+    ds_config = REPO / env["ACCELERATE_DEEPSPEED_CONFIG_FILE"]
+    assert json.loads(ds_config.read_text())["zero_optimization"]["stage"] == stage
+    assert env["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == str(stage == 3).lower()

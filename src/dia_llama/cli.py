@@ -130,16 +130,22 @@ def preprocess_command(p):
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise",
                    help="stop at the first bad case, or skip and count bad cases")
     p.add_argument("--format", choices=["auto", "manifest", "ctrg", "ctrate"], default="auto")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="process only shard I of N (0-based; by case-id hash) into the same cache, e.g. one per "
+                        "machine; default under accelerate launch / torchrun: RANK/WORLD_SIZE")
     p.add_argument("--no-progress", action="store_true")
 
     def run(args):
         cache = _module("data.cache")
+        sharding = _module("data.sharding")
+        shard = sharding.parse_shard(args.shard) if args.shard else sharding.shard_from_environment()
         if args.model:
             processor = cache.resolve_volume_processor(args.model)
         else:
             processor = _module("presets").preset_volume_processor(args.preset)
         report = cache.preprocess_dataset(args.data, args.output_dir, processor, num_workers=args.num_workers,
-                                          on_error=args.on_error, progress=not args.no_progress, format=args.format)
+                                          on_error=args.on_error, progress=not args.no_progress, format=args.format,
+                                          shard=shard)
         print(report)
         for case_id, path, reason in (report.load_problems + report.failures)[:20]:
             print(f"  skipped {case_id} ({path}): {reason}")

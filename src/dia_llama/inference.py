@@ -116,11 +116,15 @@ def _check_memory_for(model: str, dtype, quantized: bool, device_map) -> None:
     check_memory(stored * scale * 1.1, f"loading {model} ({target or 'float32'})")
 
 
-def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False):
-    """A bitsandbytes config quantizing the language model only (the vision tower, resampler, projector, disease
-    branch and LM head stay in full precision). Raises ValueError where it cannot run."""
-    if load_in_4bit and load_in_8bit:
-        raise ValueError("choose one of --load-in-4bit and --load-in-8bit")
+# Modules that stay in full precision under 4/8-bit loading: everything but the language model. Full names from the
+# root (transformers matches a pattern from the start of a module's name, or as its suffix: a bare "vision_tower"
+# would match neither "model.vision_tower.layers.0.attn.qkv" nor its siblings, and the tower would be quantized).
+QUANTIZATION_SKIP_MODULES = ["model.vision_tower", "model.resampler", "model.multi_modal_projector",
+                             "model.disease_branch", "lm_head"]
+
+
+def check_quantization_available() -> None:
+    """ValueError saying why 4-/8-bit loading cannot run here (no CUDA device, or no bitsandbytes)."""
     if not torch.cuda.is_available():
         raise ValueError("4-/8-bit loading uses bitsandbytes, which needs a CUDA GPU; none is available here. "
                          "Use --dtype bfloat16 or float16 to halve memory instead")
@@ -128,13 +132,41 @@ def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False):
 
     if importlib.util.find_spec("bitsandbytes") is None:
         raise ValueError("4-/8-bit loading needs bitsandbytes: pip install 'dia-llama[quantization]'")
+
+
+def quantization_config(load_in_4bit: bool = False, load_in_8bit: bool = False, check: bool = True):
+    """A bitsandbytes config quantizing the language model's linear layers only: the vision tower, resampler,
+    projector, disease branch and LM head stay in full precision (`QUANTIZATION_SKIP_MODULES`). 4-bit: NF4 with
+    double quantization, bfloat16 compute. Raises ValueError where it cannot run (`check=False` skips that check,
+    to inspect the config on a machine without CUDA)."""
+    if load_in_4bit and load_in_8bit:
+        raise ValueError("choose one of --load-in-4bit and --load-in-8bit")
+    if not (load_in_4bit or load_in_8bit):
+        raise ValueError("quantization_config needs load_in_4bit or load_in_8bit")
+    if check:
+        check_quantization_available()
     from transformers import BitsAndBytesConfig
 
-    skip = ["vision_tower", "resampler", "multi_modal_projector", "disease_branch", "prototype_projector", "lm_head"]
+    skip = list(QUANTIZATION_SKIP_MODULES)
     if load_in_4bit:
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                                  llm_int8_skip_modules=skip)
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+
+
+def load_pipeline(model: str, revision: str | None = None, device: str = "cpu", dtype: str | None = None,
+                  device_map: str | None = None, trust_remote_code: bool = False, load_in_4bit: bool = False,
+                  load_in_8bit: bool = False):
+    """The `ct-report-generation` pipeline over a model loaded by `load_for_inference` (so with `dtype`,
+    `device_map="auto"` and 4/8-bit weights): `load_pipeline(REPO, load_in_4bit=True)(scans, batch_size=4)`.
+    Without the package, transformers' own `pipeline(model=REPO, trust_remote_code=True, device_map="auto",
+    model_kwargs={"quantization_config": ...})` does the same."""
+    from .pipeline_dia_llama import PIPELINE_TASK, CTReportGenerationPipeline
+
+    net, processor = load_for_inference(model, revision=revision, device=device, dtype=dtype, device_map=device_map,
+                                        trust_remote_code=trust_remote_code, load_in_4bit=load_in_4bit,
+                                        load_in_8bit=load_in_8bit)
+    return CTReportGenerationPipeline(model=net, processor=processor, task=PIPELINE_TASK)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -408,7 +440,10 @@ __all__ = [
     "RECORD_SCHEMA",
     "ScanSource",
     "GenerateSummary",
+    "QUANTIZATION_SKIP_MODULES",
+    "check_quantization_available",
     "load_for_inference",
+    "load_pipeline",
     "quantization_config",
     "expand_scan_sources",
     "stream_records",

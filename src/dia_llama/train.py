@@ -27,8 +27,10 @@ from .training import (
     build_model,
     fill_missing_labels,
     parse_args,
+    push_final_model,
     repeat_rare_cases,
     save_final_model,
+    training_summary,
     use_lora,
 )
 
@@ -78,7 +80,8 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     eval_set = validation_set if training_args.eval_strategy != "no" else None
     calibration_set = validation_set if model_args.calibrate_thresholds else None
 
-    if use_lora(model_args, model):
+    lora_used = use_lora(model_args, model)
+    if lora_used:
         model = apply_lora(model, model_args)
     model.config.use_cache = False
     training_args.remove_unused_columns = False
@@ -98,11 +101,17 @@ def train(model_args: ModelArguments, data_args: DataArguments, training_args: T
     trainer.save_state()
     out = Path(training_args.output_dir)
     if trainer.is_world_process_zero():
+        summary = training_summary(model_args, data_args, training_args, dataset, lora_used)
+        repo_id = (getattr(trainer, "hub_model_id", None) or training_args.hub_model_id) if training_args.push_to_hub \
+            else None
         save_final_model(trainer, trainer.model, processor, out, merge=model_args.merge_lora,
-                         calibration_set=calibration_set, calibration_objective=model_args.calibration_objective)
-        (out / "train_args.json").write_text(
+                         calibration_set=calibration_set, calibration_objective=model_args.calibration_objective,
+                         training=summary, repo_id=repo_id)
+        (out / "train_args.json").write_text(  # local record (paths included): never uploaded
             json.dumps({"model": vars(model_args), "data": vars(data_args)}, indent=2, default=str) + "\n"
         )
+        if training_args.push_to_hub:  # the Trainer pushes checkpoints only; the final merged model goes here
+            push_final_model(trainer, out, training_args)
     _finish_distributed()
     return out
 

@@ -16,7 +16,16 @@ processor therefore reads from a different folder, and :class:`CachedVolumes` re
 
 Files are written atomically (temporary file + ``os.replace``): a killed run leaves no partial ``.npy``, and the
 next run skips every case whose ``.npy`` loads with the right shape (and whose source file's size/mtime did not
-change), so it resumes where it stopped. One ``preprocess`` per cache folder at a time (a lock file enforces it).
+change), so it resumes where it stopped.
+
+Splitting the work (``shard=(i, n)``, ``dia-llama preprocess --shard i/n``, or the rank / world size of
+``accelerate launch``): each shard processes the cases whose id hashes to it (:mod:`.sharding`) into the same
+folder, with its own index ``index-<i>-of-<n>.jsonl`` and its own lock; the shards of one split run at the same time
+(on several machines over a shared file system with POSIX locks, or into separate folders copied together after:
+every file name is fixed by the case id and the shard). A run over the whole data set takes the folder's lock
+exclusively (so it never runs beside shards) and merges every index into ``index.jsonl``. Readers
+(:class:`CachedVolumes`) may read while the cache grows: a case is listed once its ``.npy`` is in place and its
+index line complete, so they see complete entries only.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from .datasets import load_ct_report_dataset, load_example_volume
+from .sharding import parse_shard, shard_name, shard_of
 
 __all__ = [
     "CACHE_FORMAT",
@@ -88,12 +98,14 @@ class CacheReport:
     n_processed: int = 0  # processed by this run
     n_failed: int = 0
     failures: list[tuple[str, str, str]] = field(default_factory=list)
+    shard: tuple[int, int] | None = None  # (i, n): this run processed shard i of n
     n_skipped_on_load: int = 0  # dropped by the data loader (on_error="skip")
     load_problems: list[tuple[str, str, str]] = field(default_factory=list)
     seconds: float = 0.0
 
     def __str__(self) -> str:
-        text = (f"{self.cache_dir}: {self.n_cases} cases, {self.n_cached} already cached, {self.n_processed} "
+        of = f" (shard {self.shard[0]}/{self.shard[1]})" if self.shard else ""
+        text = (f"{self.cache_dir}{of}: {self.n_cases} cases, {self.n_cached} already cached, {self.n_processed} "
                 f"processed, {self.n_failed} failed in {self.seconds:.1f} s")
         if self.n_skipped_on_load:
             text += f"; {self.n_skipped_on_load} bad cases skipped when loading the data"
@@ -209,46 +221,58 @@ def _collect_rows(data, format: str, on_error: str):
     """(rows: dicts with id/volume/spacing/rescale, load report or None) from a path, DatasetDict, Dataset or list."""
     load_report = None
     if isinstance(data, (str, os.PathLike)):
-        data, load_report = load_ct_report_dataset(data, format=format, on_error=on_error, return_report=True)
+        # a URL (hf://datasets/..., s3://...): the streaming loader reads the metadata only; each worker then fetches
+        # just the volumes of its own cases (with --shard, one machine's share)
+        streaming = "://" in str(data) and not str(data).startswith("file://")
+        data, load_report = load_ct_report_dataset(data, format=format, on_error=on_error, return_report=True,
+                                                   streaming=streaming)
     if isinstance(data, dict):  # DatasetDict
         splits = list(data.values())
     else:
         splits = [data]
+    from .features import volume_path
+
     rows = []
     for split in splits:
         for row in split:
-            rows.append({k: row.get(k) for k in ("id", "volume", "spacing", "rescale")})
+            rows.append({**{k: row.get(k) for k in ("id", "spacing", "rescale")}, "volume": volume_path(row["volume"])})
     return rows, load_report
 
 
 def preprocess_dataset(data, output_dir, volume_processor, num_workers: int = 1, on_error: str = "raise",
-                       progress: bool = True, format: str = "auto") -> CacheReport:
+                       progress: bool = True, format: str = "auto", shard=None) -> CacheReport:
     """Process every case of ``data`` once into ``output_dir/<fingerprint>/`` (see the module docstring).
 
-    ``data``: a data set path (any :func:`load_ct_report_dataset` format), a DatasetDict, a Dataset or a list of
+    ``data``: a data set path or fsspec URL (any :func:`load_ct_report_dataset` format; a URL is streamed: volumes
+    are fetched one at a time by the worker that processes them), a (Iterable)DatasetDict, a Dataset or a list of
     rows with ``id`` and ``volume`` (optional ``spacing``/``rescale``). ``volume_processor``: a
     DiaLlamaVolumeProcessor, a DiaLlamaProcessor, or a model folder to load it from. Cases already cached are
     reused; ``num_workers`` > 1 processes in that many worker processes (identical output). ``on_error``: "raise"
     stops at the first failing case (the finished ones stay cached) with a CacheError naming it; "skip" counts
-    and reports failures. Returns a :class:`CacheReport`.
+    and reports failures. ``shard``: ``(i, n)`` or ``"i/n"``: only the cases of shard i of n (see the module
+    docstring; the shards of one split may run at the same time into the same folder). Returns a :class:`CacheReport`.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    shard = parse_shard(shard)
     start = time.perf_counter()
     vp = resolve_volume_processor(volume_processor)
     fp = processor_fingerprint(vp)
     cache_dir = Path(output_dir) / fp
     cache_dir.mkdir(parents=True, exist_ok=True)
-    report = CacheReport(cache_dir=str(cache_dir), fingerprint=fp)
+    report = CacheReport(cache_dir=str(cache_dir), fingerprint=fp, shard=shard)
     rows, load_report = _collect_rows(data, format, on_error)
+    if shard is not None:
+        rows = [row for row in rows if shard_of(row["id"], shard[1]) == shard[0]]
     if load_report is not None:
         report.n_skipped_on_load, report.load_problems = load_report.n_skipped, list(load_report.problems)
 
-    with _CacheLock(cache_dir):
-        for stale in cache_dir.glob(".*.tmp"):  # left by a killed run (the lock excludes live writers)
-            stale.unlink(missing_ok=True)
+    with _CacheLock(cache_dir, shard):
+        _remove_stale_temporaries(cache_dir, None if shard is None else
+                                  {case_filename(r["id"]) for r in rows} | {_index_name(shard)})
         _write_processor_json(cache_dir, vp, fp)
-        index = _read_index(cache_dir)
+        index = _read_index(cache_dir)  # every index: a case another shard or run cached counts as cached
+        index_path = cache_dir / _index_name(shard)
         shape = tuple(int(s) for s in vp.volume_size)
 
         tasks, by_id = [], {}
@@ -271,7 +295,7 @@ def preprocess_dataset(data, output_dir, volume_processor, num_workers: int = 1,
         from tqdm.auto import tqdm
 
         volumes = {t[0]: t[1] for t in tasks}
-        with open(cache_dir / "index.jsonl", "a", encoding="utf-8") as index_fh, \
+        with open(index_path, "a", encoding="utf-8") as index_fh, \
                 tqdm(total=len(tasks), desc=f"preprocess ({report.n_cached} cached)", unit="case",
                      disable=not progress) as bar:
 
@@ -297,7 +321,7 @@ def preprocess_dataset(data, output_dir, volume_processor, num_workers: int = 1,
                     handle(*_process_case(vp, task))
             else:
                 _run_pool(vp, tasks, int(num_workers), handle)
-        _compact_index(cache_dir, index)
+        _compact_index(cache_dir, index, shard)
 
     report.seconds = time.perf_counter() - start
     if report.failures:
@@ -356,46 +380,90 @@ def _write_processor_json(cache_dir: Path, vp, fp: str) -> None:
         _atomic_write_text(path, content)
 
 
-def _read_index(cache_dir: Path) -> dict[str, dict]:
+def _index_name(shard: tuple[int, int] | None) -> str:
+    return f"index-{shard_name(shard)}.jsonl" if shard is not None else "index.jsonl"
+
+
+def _index_files(cache_dir: Path) -> list[Path]:
+    """`index.jsonl` first, then the shards' `index-<i>-of-<n>.jsonl`."""
+    return [p for p in [cache_dir / "index.jsonl", *sorted(cache_dir.glob("index-*-of-*.jsonl"))] if p.is_file()]
+
+
+def _read_index(cache_dir: Path, files=None) -> dict[str, dict]:
+    """Entries of every index file (or of `files`). Only complete lines count: a line being written, or cut by a
+    kill, is not valid JSON yet and is skipped (the .npy itself decides)."""
     index = {}
-    path = cache_dir / "index.jsonl"
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines():
+    for path in _index_files(cache_dir) if files is None else files:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:  # merged away by a full run meanwhile
+            continue
+        for line in text.splitlines():
             try:
                 entry = json.loads(line)
                 index[str(entry["id"])] = entry
             except (ValueError, KeyError, TypeError):
-                continue  # a line cut by a kill; the .npy itself decides
+                continue
     return index
 
 
-def _compact_index(cache_dir: Path, index: dict[str, dict]) -> None:
-    lines = [json.dumps(index[k]) for k in sorted(index) if (cache_dir / index[k]["file"]).is_file()]
-    _atomic_write_text(cache_dir / "index.jsonl", "".join(line + "\n" for line in lines))
+def _compact_index(cache_dir: Path, index: dict[str, dict], shard=None) -> None:
+    """Rewrite this run's index without cut lines or entries whose file is gone. A full run (holding the folder's
+    lock exclusively) merges every shard's index into `index.jsonl`; a shard rewrites its own file, with the entries
+    of its cases."""
+    keep = sorted(index) if shard is None else sorted(_read_index(cache_dir, [cache_dir / _index_name(shard)]))
+    lines = [json.dumps(index[k]) for k in keep if (cache_dir / index[k]["file"]).is_file()]
+    _atomic_write_text(cache_dir / _index_name(shard), "".join(line + "\n" for line in lines))
+    if shard is None:
+        for path in cache_dir.glob("index-*-of-*.jsonl"):
+            path.unlink(missing_ok=True)
+
+
+def _remove_stale_temporaries(cache_dir: Path, files: set[str] | None) -> None:
+    """Delete `.<file>.<pid>.<tag>.tmp` left by a killed run: all of them (a full run: the lock excludes every
+    writer), or those of this shard's `files` (other shards may be writing theirs)."""
+    for stale in cache_dir.glob(".*.tmp"):
+        target = stale.name[1:].rsplit(".", 3)[0]
+        if files is None or target in files:
+            stale.unlink(missing_ok=True)
 
 
 class _CacheLock:
-    """An exclusive, non-blocking lock on ``<cache_dir>/.lock`` (released when the process dies)."""
+    """Non-blocking locks (released when the process dies): a full run holds ``<cache_dir>/.lock`` exclusively; a
+    shard holds it shared (shards run together, never beside a full run) and ``.lock-<i>-of-<n>`` exclusively."""
 
-    def __init__(self, cache_dir: Path):
-        self.path, self.fh = cache_dir / ".lock", None
+    def __init__(self, cache_dir: Path, shard: tuple[int, int] | None = None):
+        self.cache_dir, self.shard, self.handles = cache_dir, shard, []
+
+    def _take(self, name: str, exclusive: bool, who: str) -> None:
+        import fcntl
+
+        fh = open(self.cache_dir / name, "a")
+        try:
+            fcntl.flock(fh.fileno(), (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+        except OSError as exc:
+            fh.close()
+            self.__exit__()
+            raise CacheError(f"{self.cache_dir}: {who} is writing this cache") from exc
+        self.handles.append(fh)
 
     def __enter__(self):
         try:
-            import fcntl
+            import fcntl  # noqa: F401
         except ImportError:  # not POSIX: no lock
             return self
-        self.fh = open(self.path, "a")
-        try:
-            fcntl.flock(self.fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            self.fh.close()
-            raise CacheError(f"{self.path.parent}: another dia-llama preprocess is writing this cache") from exc
+        if self.shard is None:
+            self._take(".lock", True, "another dia-llama preprocess")
+        else:
+            self._take(".lock", False, "a dia-llama preprocess of the whole data set")
+            self._take(f".lock-{shard_name(self.shard)}", True,
+                       f"another dia-llama preprocess of shard {self.shard[0]}/{self.shard[1]}")
         return self
 
     def __exit__(self, *exc):
-        if self.fh is not None:
-            self.fh.close()  # closing releases the flock
+        for fh in self.handles:
+            fh.close()  # closing releases the flock
+        self.handles = []
 
 
 # --------------------------------------------------------------------------------------------------------- reading

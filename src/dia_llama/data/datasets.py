@@ -3,17 +3,21 @@
 Every example has the same columns, whatever the source layout:
 
 * ``id`` (str): case id, unique over the whole DatasetDict (the preprocessing cache is keyed by it),
-* ``volume`` (str): absolute path of a NIfTI/NRRD/... file or of a slice/DICOM folder,
+* ``volume``: absolute path of a NIfTI/NRRD/... file or of a slice/DICOM folder — a ``Nifti(decode=False)`` feature
+  (``{"path": ..., "bytes": None}``) when every volume is NIfTI, else a string (see :mod:`.features`; read a row's
+  volume with :func:`load_example_volume`, its path with ``features.volume_path``),
 * ``report`` (str): the reference report (non-empty),
 * ``labels`` (list[int]): per disease of the set, 1 present / 0 absent / -1 unknown (all -1: unlabelled case),
+* ``diseases``: ``List(ClassLabel(names=disease names))``, the diseases present (the 🤗 multi-label convention),
 * ``split`` (str): "train" | "validation" | "test" (or a manifest's own split name),
 * ``spacing`` (list of 3 floats (row, col, slice) mm, or None) and ``rescale`` ([slope, intercept] or None):
   metadata from the data set (CT-RATE's metadata CSVs, a manifest's optional fields), applied by
   :func:`load_example_volume` only where the file header lacks them.
 
-The disease names (the order of ``labels``) travel with every split as JSON in ``info.description``
-(``{"dia_llama": {"disease_names": [...], "format": ..., "source": ...}}``), which ``map``/``select``/``filter``/
-``save_to_disk`` keep; read them with :func:`dataset_disease_names`.
+The disease names (the order of ``labels``) travel with every split in the ``diseases`` ClassLabel feature and as
+JSON in ``info.description`` (``{"dia_llama": {"disease_names": [...], "format": ..., "source": ...}}``); read them
+with :func:`dataset_disease_names`. ``streaming=True`` gives an ``IterableDatasetDict`` of the same rows (manifest and
+CT-RATE layouts, local or any fsspec URL; see :mod:`.streaming`).
 
 Bad cases (missing/corrupt volume, empty report, invalid label) never vanish silently: ``on_error="raise"``
 raises :class:`DatasetError` listing them with case id and path; ``on_error="skip"`` drops them, warns with the
@@ -120,6 +124,9 @@ def load_ct_report_dataset(
     report_field: str = "findings",
     split_fractions=None,
     return_report: bool = False,
+    streaming: bool = False,
+    volume_feature: str = "auto",
+    storage_options: dict | None = None,
 ):
     """Load a manifest, CTRG-Chest or CT-RATE data set as a ``datasets.DatasetDict`` keyed by split.
 
@@ -132,10 +139,20 @@ def load_ct_report_dataset(
     ``report_field`` (CT-RATE): "findings", "impressions", "findings+impressions" or a reports-CSV column name.
     ``split_fractions`` (manifest): (train, validation, test) fractions for cases without a ``split``, assigned
     deterministically from a hash of the id; without it such cases go to "train".
+    ``volume_feature``: "auto" (`Nifti` for all-NIfTI data sets), "nifti" or "string" (see :mod:`.features`).
+    ``streaming``: an ``IterableDatasetDict`` that reads only the metadata up front (:mod:`.streaming`; ``path`` may
+    then be an fsspec URL such as ``hf://datasets/ibrahimhamamci/CT-RATE``, ``storage_options`` its filesystem's).
     Returns the DatasetDict, or ``(DatasetDict, LoadReport)`` when ``return_report``.
     """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if streaming:
+        from .streaming import load_streaming_dataset
+
+        return load_streaming_dataset(path, format=format, disease_set=disease_set, on_error=on_error,
+                                      report_field=report_field, split_fractions=split_fractions,
+                                      return_report=return_report, volume_feature=volume_feature,
+                                      storage_options=storage_options)
     root = Path(path).expanduser()
     fmt = detect_format(root) if format == "auto" else format
     if fmt not in FORMATS[1:]:
@@ -153,7 +170,14 @@ def load_ct_report_dataset(
     else:
         cases, names, source = _load_ctrate(root, names, report_field, problems)
     cases = _validate(cases, problems, check_volumes)
+    report = _report_problems(problems, cases, source, on_error)
+    dataset = _build_dataset_dict(cases, names, fmt, source, volume_feature)
+    report.split_counts = {k: len(v) for k, v in dataset.items()}
+    return (dataset, report) if return_report else dataset
 
+
+def _report_problems(problems: _Problems, cases: list[_Case], source, on_error: str) -> LoadReport:
+    """Raise (``on_error="raise"``) or warn about the bad cases; DatasetError when no case is left."""
     report = LoadReport(n_loaded=len(cases), n_skipped=len(problems.items), problems=list(problems.items))
     if problems.items:
         listed = "\n".join(f"  case {i} ({p}): {r}" for i, p, r in problems.items[:_MAX_LISTED])
@@ -169,20 +193,25 @@ def load_ct_report_dataset(
         warnings.warn(msg, stacklevel=2)
     if not cases:
         raise DatasetError(f"{source}: no usable cases")
-    dataset = _build_dataset_dict(cases, names, fmt, source)
-    report.split_counts = {k: len(v) for k, v in dataset.items()}
     report.n_unlabelled = sum(all(v < 0 for v in c.labels) for c in cases)
     if report.n_unlabelled:
         logger.info("%s: %d case(s) have no disease labels (-1)", source, report.n_unlabelled)
-    return (dataset, report) if return_report else dataset
+    return report
 
 
 def dataset_disease_names(dataset) -> list[str]:
     """The disease names (order of the ``labels`` column) of a DatasetDict or Dataset from this module.
 
-    Read from ``info.description``; for data sets built elsewhere, 14 labels → CheXpert-14, 18 → CT-RATE-18.
+    Read from the ``diseases`` ClassLabel feature or ``info.description``; for data sets built elsewhere, 14 labels →
+    CheXpert-14, 18 → CT-RATE-18.
     """
+    from .features import disease_names_from_features
+
     splits = list(dataset.values()) if isinstance(dataset, dict) else [dataset]  # DatasetDict is a dict
+    for split in splits:
+        names = disease_names_from_features(getattr(split, "features", None))
+        if names:
+            return names
     for split in splits:
         desc = getattr(getattr(split, "info", None), "description", None) or ""
         try:
@@ -251,12 +280,22 @@ def load_ctrate_volume(path, spacing=None, rescale=None) -> Volume:
 
 
 def load_example_volume(example) -> Volume:
-    """Read the volume of one data set row, applying its ``spacing``/``rescale`` metadata where the header lacks it."""
-    path = example["volume"]
+    """Read the volume of one data set row, applying its ``spacing``/``rescale`` metadata where the header lacks it.
+
+    ``example["volume"]``: a path, a `Nifti` value (path or embedded bytes) or a remote fsspec URL (fetched to a
+    temporary file first); see :mod:`.features`."""
+    from .features import local_volume, volume_path
+
     spacing, rescale = example.get("spacing"), example.get("rescale")
-    if (spacing is not None or rescale is not None) and _is_nifti(Path(path)):
-        return load_ctrate_volume(path, spacing, rescale)
-    return read_volume(path)
+    given = volume_path(example["volume"])
+    with local_volume(example["volume"]) as path:
+        if (spacing is not None or rescale is not None) and _is_nifti(Path(path)):
+            vol = load_ctrate_volume(path, spacing, rescale)
+        else:
+            vol = read_volume(path)
+        if path != given:
+            vol.array  # noqa: B018  (a temporary copy: read the voxels before it goes)
+        return vol
 
 
 def _nifti_scaling_info(path: Path):
@@ -547,13 +586,14 @@ def _ctrg_volume(root: Path, case_id: str) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------------- CT-RATE
-def _load_ctrate(root: Path, names, report_field: str, problems: _Problems):
+def _load_ctrate(root: Path, names, report_field: str, problems: _Problems, volume_index=None):
+    """CT-RATE cases; ``volume_index.find(VolumeName)`` gives each volume's path (default: look in ``root``)."""
     columns = _CTRATE_REPORT_FIELDS.get(report_field, (report_field,))
     names = names or list(CT_RATE_18)
     reports = _split_csvs(root / "radiology_text_reports", required=True)
     label_files = _split_csvs(root / "multi_abnormality_labels", required=False)
     meta_files = _split_csvs(root / "metadata", required=False)
-    volume_index = _CtrateVolumes(root)
+    volume_index = volume_index or _CtrateVolumes(root)
 
     cases = []
     for split, rep_path in reports.items():
@@ -743,26 +783,37 @@ def _check_nifti(p: Path, size: int) -> str | None:
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
-def _build_dataset_dict(cases: list[_Case], names, fmt: str, source):
-    import datasets
-
-    list_type = getattr(datasets, "List", None) or datasets.Sequence
-    features = datasets.Features({
-        "id": datasets.Value("string"), "volume": datasets.Value("string"), "report": datasets.Value("string"),
-        "labels": list_type(datasets.Value("int64")), "split": datasets.Value("string"),
-        "spacing": list_type(datasets.Value("float64")), "rescale": list_type(datasets.Value("float64")),
-    })
-    description = json.dumps({"dia_llama": {"disease_names": list(names), "format": fmt, "source": str(source)}})
+def _cases_by_split(cases: list[_Case]) -> dict[str, list[_Case]]:
     by_split: dict[str, list[_Case]] = {}
     for c in cases:
         by_split.setdefault(c.split, []).append(c)
     order = [s for s in SPLIT_ORDER if s in by_split] + sorted(s for s in by_split if s not in SPLIT_ORDER)
+    return {split: by_split[split] for split in order}
+
+
+def _dataset_info(cases: list[_Case], names, fmt: str, source, volume_feature: str):
+    """The `DatasetInfo` (features + description) shared by every split."""
+    import datasets
+
+    from .features import dataset_features
+    from .features import volume_feature as choose_volume_feature
+
+    features = dataset_features(names, choose_volume_feature((c.volume for c in cases), volume_feature))
+    description = json.dumps({"dia_llama": {"disease_names": list(names), "format": fmt, "source": str(source)}})
+    return datasets.DatasetInfo(description=description, features=features)
+
+
+def _build_dataset_dict(cases: list[_Case], names, fmt: str, source, volume_feature: str = "auto"):
+    import datasets
+
+    from .features import example_row
+
+    info = _dataset_info(cases, names, fmt, source, volume_feature)
     out = {}
-    for split in order:
-        rows = by_split[split]
-        columns = {k: [getattr(c, k) for c in rows] for k in features}
-        info = datasets.DatasetInfo(description=description, features=features)
-        out[split] = datasets.Dataset.from_dict(columns, info=info, split=split)
+    for split, rows in _cases_by_split(cases).items():
+        records = [example_row(c) for c in rows]
+        columns = {k: [r[k] for r in records] for k in info.features}
+        out[split] = datasets.Dataset.from_dict(columns, info=info.copy(), split=split)
     return datasets.DatasetDict(out)
 
 

@@ -122,7 +122,9 @@ def evaluate_model(model, data, split: str = "test", output_dir="eval", batch_si
                                    cache=cache, progress=progress)
     train_reports = dataset["train"]["report"] if "train" in dataset else None
     metrics = score_predictions(records, model.config.disease_names, labeler, modes, train_reports)
-    metrics["dataset"] = {"name": Path(str(data)).name, "split": split}
+    from ..cards import dataset_card_name
+
+    metrics["dataset"] = {**dataset_card_name(data, data_format), "split": split}  # a public name, never a path
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "metrics.md").write_text(metrics_markdown(metrics), encoding="utf-8")
     return metrics

@@ -4,7 +4,7 @@ the model to train (LoRA), saving."""
 from .arguments import DataArguments, ModelArguments, parse_args, recipe_path, recipe_to_argv, shipped_recipes
 from .data import CTReportDataset, DiaLlamaDataCollator, fill_missing_labels, repeat_rare_cases
 from .model_setup import FULLY_TRAINED_MODULES, apply_lora, build_model, parse_vision_config, use_lora
-from .saving import save_final_model
+from .saving import push_final_model, save_final_model, training_summary
 from .trainer import DiaLlamaTrainer
 
 __all__ = [
@@ -22,7 +22,9 @@ __all__ = [
     "recipe_path",
     "recipe_to_argv",
     "repeat_rare_cases",
+    "push_final_model",
     "save_final_model",
+    "training_summary",
     "shipped_recipes",
     "use_lora",
 ]

@@ -54,6 +54,10 @@ class ModelArguments:
 class DataArguments:
     data: str = field(default=None, metadata={"help": "dataset: manifest file/folder, CTRG-Chest or CT-RATE root"})
     data_format: str = field(default="auto", metadata={"help": "auto | manifest | ctrg | ctrate"})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "the data set's public name for the model card (default: CT-RATE / "
+                                        "CTRG-Chest-548K / the synthetic benchmark by layout; never a local path)"}
+    )
     cache_dir: str | None = field(default=None, metadata={"help": "preprocessing cache (dia-llama preprocess)"})
     train_split: str = "train"
     eval_split: str | None = field(default="validation", metadata={"help": "split for the loss-only evaluation"})

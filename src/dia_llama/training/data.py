@@ -75,7 +75,15 @@ def fill_missing_labels(split, labeler_name: str | None, disease_names):
     labeler = get_labeler(labeler_name, disease_set=list(disease_names))
     present = labeler.label([split[i]["report"] for i in unknown]).present
     fill = dict(zip(unknown, present.tolist()))
-    return split.map(lambda row, idx: {"labels": fill.get(idx, row["labels"])}, with_indices=True)
+
+    def filled(row, idx):
+        labels = fill.get(idx, row["labels"])
+        out = {"labels": labels}
+        if "diseases" in row:  # the ClassLabel column of the diseases present follows the labels
+            out["diseases"] = [i for i, v in enumerate(labels) if v == 1]
+        return out
+
+    return split.map(filled, with_indices=True)
 
 
 __all__ = ["CTReportDataset", "DiaLlamaDataCollator", "fill_missing_labels", "repeat_rare_cases"]
