@@ -194,6 +194,7 @@ def build_app(service: ReportService, examples_dir=None, downloads_dir=None):
         api_trigger.click(generate, inputs=[api_scan], outputs=[api_report, api_diagnoses], api_name="generate",
                           **common)
     demo.dia_llama_dirs = (examples_dir, downloads_dir)
+    demo.dia_llama_service = service
     return demo
 
 
