@@ -12,6 +12,7 @@ example-case request within 5 s on 2 shared cores ("a few seconds").
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import tempfile
 import time
@@ -89,6 +90,7 @@ def run(quick: bool = False, results_dir=None, repeats: int | None = None, full_
         render = summarize(render_times)
     finally:
         demo.close()
+        shutil.rmtree(work, ignore_errors=True)
 
     later = timings[f"example_128x128x64_{threads}thread"]
     one, more = handler_timings[f"handler_{threads}thread"], handler_timings[f"handler_{threads + 1}threads"]

@@ -252,6 +252,25 @@ def test_handler_errors_name_the_file(service, scans, tiny_model_and_processor):
     assert not any(str(scans["mr"].parent) in n for n in analysis.notes)  # named by file name only
 
 
+def test_small_models_get_one_torch_thread_on_the_cpu(tiny_model_and_processor):
+    from dia_llama.app import choose_num_threads
+
+    model, _ = tiny_model_and_processor
+    assert choose_num_threads(model, None) == 1  # ≈ 1 M parameters on the CPU
+    assert choose_num_threads(model, 3) == 3
+    big = torch.nn.Linear(10_000, 10_001)  # 100 M parameters
+    assert choose_num_threads(big, None) is None
+
+
+def test_cli_app_names_a_missing_model_in_one_line(tmp_path, capsys):
+    from dia_llama.cli import main
+
+    assert main(["app", str(tmp_path / "no_model"), "--port", "9"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dia-llama: error:") and "\n" not in err
+    assert "no_model" in err or "pip install 'dia-llama[app]'" in err
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The app, started by the CLI on a free loopback port
 
@@ -401,7 +420,7 @@ def test_browser_upload_report_overlay_and_screenshot(app_url, scans, api_result
             plain = wait_for_new_axial(switched)
             page.locator("#window label", has_text="bone").click()
             wait_for_new_axial(plain)
-            page.locator("#window label", has_text="lung").click()
+            page.locator("#window label", has_text="mediastinum").click()
             page.click("#overlay input")  # overlay back on for the screenshot
             page.wait_for_timeout(500)
             page.screenshot(path=str(tmp_path / "app.png"), full_page=True)

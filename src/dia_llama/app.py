@@ -21,7 +21,9 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import traceback
 from pathlib import Path
 
@@ -30,6 +32,9 @@ from .app_views import SLICED_AXIS, VIEWS, WINDOWS, render_view
 
 TITLE = "Dia-LLaMA: chest CT report viewer"
 SMALL_MODEL_PARAMETERS = 100_000_000  # below this, one CPU thread generates faster than several (short ops)
+DEFAULT_WINDOW = "mediastinum"
+STATE_SESSIONS = 8  # browser sessions whose scan stays in memory (a 512×512×300 CT holds 150 MB)
+DELETE_CACHE = (3600, 3600)  # every hour, remove uploads and images older than an hour
 NO_SCAN = "Upload a scan (NIfTI, NRRD, MHA or a zip of a DICOM series) or pick an example case."
 
 
@@ -107,7 +112,7 @@ def build_app(service: ReportService, examples_dir=None, downloads_dir=None):
                   for case, path in examples}
     hidden = {"visible": False}
 
-    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+    with gr.Blocks(title=TITLE, analytics_enabled=False, delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(f"## {TITLE}\nModel: `{service.model_name}`. Research software, not for clinical use.")
         analysis_state = gr.State(None)
         with gr.Row():
@@ -120,7 +125,7 @@ def build_app(service: ReportService, examples_dir=None, downloads_dir=None):
                 status = gr.Markdown(NO_SCAN, elem_id="status")
             with gr.Column(scale=3):
                 with gr.Row():
-                    window = gr.Radio(list(WINDOWS), value="lung", label="CT window", elem_id="window")
+                    window = gr.Radio(list(WINDOWS), value=DEFAULT_WINDOW, label="CT window", elem_id="window")
                     overlay = gr.Checkbox(value=True, label="Disease attention overlay", elem_id="overlay")
                     disease = gr.Dropdown([], label="Attention of", interactive=True, elem_id="disease")
                 images, sliders = [], []
@@ -222,6 +227,7 @@ def launch_app(model: str, host: str = "127.0.0.1", port: int = 7860, allow_non_
 
     from .inference import load_for_inference
 
+    import_gradio()  # before loading a model: say at once when the extra is missing
     net, processor = load_for_inference(model, **loading_kwargs)
     threads = choose_num_threads(net, num_threads)
     if threads:
@@ -232,10 +238,28 @@ def launch_app(model: str, host: str = "127.0.0.1", port: int = 7860, allow_non_
     for folder in demo.dia_llama_dirs:
         atexit.register(shutil.rmtree, folder, ignore_errors=True)
     demo.queue(default_concurrency_limit=1)
-    demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block, ssr_mode=False,
+    demo.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=True, ssr_mode=False,
                 allowed_paths=[str(d) for d in demo.dia_llama_dirs], max_file_size=max_file_size, theme=_theme(),
-                show_error=True, footer_links=["api"], enable_monitoring=False, pwa=False, mcp_server=False)
+                show_error=True, footer_links=["api"], enable_monitoring=False, pwa=False, mcp_server=False,
+                state_session_capacity=STATE_SESSIONS, quiet=True)
+    print(f"dia-llama app: serving {model} on {demo.local_url} (Ctrl+C to stop)", flush=True)
+    if block:
+        serve_until_stopped(demo)
     return demo
+
+
+def serve_until_stopped(demo) -> None:
+    """Block until Ctrl+C or SIGTERM (both close the server, so the temporary folders are removed at exit)."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, interrupt) if main else None
+    try:
+        demo.block_thread()
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 __all__ = ["build_app", "choose_num_threads", "launch_app", "render_views", "status_markdown"]
