@@ -419,7 +419,10 @@ def test_browser_upload_report_overlay_and_screenshot(app_url, scans, api_result
             page.click("#overlay input")  # overlay off
             plain = wait_for_new_axial(switched)
             page.locator("#window label", has_text="bone").click()
-            wait_for_new_axial(plain)
+            bone = wait_for_new_axial(plain)
+            page.fill("#slider-axial input[type=number]", "5")  # another axial slice
+            page.press("#slider-axial input[type=number]", "Enter")
+            wait_for_new_axial(bone)
             page.locator("#window label", has_text="mediastinum").click()
             page.click("#overlay input")  # overlay back on for the screenshot
             page.wait_for_timeout(500)

@@ -90,9 +90,9 @@ def error_markdown(message: str) -> str:
 
 
 def write_record(record: dict, folder: Path) -> str:
-    """The record as a JSON file for the download button (one file per scan name)."""
+    """The record as `<scan name>.dia-llama.json` in a new subfolder of `folder` (two sessions never share a file)."""
     stem = Path(record["scan"]).name.split(".")[0] or "scan"
-    path = folder / f"{stem}.dia-llama.json"
+    path = Path(tempfile.mkdtemp(dir=folder)) / f"{stem}.dia-llama.json"
     path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return str(path)
 
