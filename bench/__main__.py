@@ -1,4 +1,4 @@
-"""`python -m bench all|preprocess|vision|generation|training [--quick] [--results-dir DIR]`.
+"""`python -m bench all|preprocess|vision|generation|training|app [--quick] [--results-dir DIR]`.
 
 `all` runs each benchmark in its own process (clean memory baselines, no state shared between them) and keeps going
 when one fails (the failure is written to its JSON and the summary)."""

@@ -19,7 +19,7 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_RESULTS_DIR = BENCH_DIR / "results"
 # outside the repository: a 90 MB test CT must never be committed or travel with the working tree
 DEFAULT_CACHE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "dia_llama_bench_cache"
-BENCHMARKS = ("preprocess", "vision", "generation", "training")
+BENCHMARKS = ("preprocess", "vision", "generation", "training", "app")
 
 
 # ------------------------------------------------------------------------------------------------------------- machine

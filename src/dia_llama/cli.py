@@ -267,6 +267,26 @@ def generate_command(p):
     return run
 
 
+@command("app", "a web viewer: the scan, the disease attention and the report side by side (Gradio)")
+def app_command(p):
+    p.add_argument("model", help="model folder or Hub id")
+    p.add_argument("--host", default="127.0.0.1", help="address to serve on (default: loopback only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--num-threads", type=int, default=None,
+                   help="torch CPU threads (default: 1 for a small model on the CPU, else torch's default)")
+    p.add_argument("--allow-non-ct", action="store_true",
+                   help="report on volumes that are not CT (MR, PET, ...) instead of refusing them")
+    p.add_argument("--max-file-size", default="2gb", help="largest upload (default: 2gb)")
+    _loading_arguments(p)
+
+    def run(args):
+        _module("app").launch_app(args.model, host=args.host, port=args.port, allow_non_ct=args.allow_non_ct,
+                                  max_new_tokens=args.max_new_tokens, num_threads=args.num_threads,
+                                  max_file_size=args.max_file_size, **_loading_kwargs(args))
+    return run
+
+
 @command("push", "publish a model folder to the Hugging Face Hub (one commit)")
 def push_command(p):
     p.add_argument("model_dir", help="a save_pretrained folder (safetensors weights)")
