@@ -303,7 +303,7 @@ def test_bad_cases_raise_with_id_and_path(bad_manifest):
         load_ct_report_dataset(bad_manifest, disease_set="chexpert14")
     msg = str(info.value)
     assert "5 bad case(s)" in msg
-    for case_id, name, reason in [("missing", "gone.nii.gz", "not found"), ("corrupt", "corrupt.nii.gz", "corrupt"),
+    for case_id, name, reason in [("missing", "gone.nii.gz", "no such file"), ("corrupt", "corrupt.nii.gz", "NIfTI"),
                                   ("truncated", "truncated.nii.gz", "truncated"), ("noreport", "noreport", "empty"),
                                   ("badlabel", "ok1.nii.gz", "unknown label name 'tumour'")]:
         line = next(ln for ln in msg.splitlines() if f"case {case_id} " in ln)

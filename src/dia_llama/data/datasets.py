@@ -35,7 +35,6 @@ import logging
 import math
 import os
 import re
-import struct
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from ..configuration_dia_llama import CHEXPERT_14, CT_RATE_18, DISEASE_SETS, resolve_disease_names
-from ..volume_io import Volume, read_volume
+from ..volume_io import Volume, VolumeReadError, check_volume_file, read_nifti_header, read_volume
 
 __all__ = [
     "DatasetError",
@@ -299,17 +298,16 @@ def load_example_volume(example) -> Volume:
 
 
 def _nifti_scaling_info(path: Path):
-    """(blank_spacing, has_scl_slope, float_data) from the header, or None when nibabel cannot read it."""
+    """(blank_spacing, has_scl_slope, float_data) from the header (`volume_io.read_nifti_header`), or None when the
+    header cannot be read (the reader then names the problem)."""
     try:
-        import nibabel as nib
-
-        img = nib.load(str(path))
-    except Exception:
+        header = read_nifti_header(path)
+    except (VolumeReadError, ImportError):
         return None
-    zooms = [float(z) for z in img.header.get_zooms()[:3]]
-    blank = all(abs(z - 1.0) < 1e-6 for z in zooms)
-    slope, _ = img.header.get_slope_inter()
-    return blank, slope is not None, img.get_data_dtype().kind == "f"
+    blank = all(abs(z - 1.0) < 1e-6 for z in header.zooms[:3])
+    # an identity scaling (slope 1, intercept 0) is no scaling: the metadata's rescale may still apply
+    scaled = header.slope is not None and (header.slope, header.inter or 0.0) != (1.0, 0.0)
+    return blank, scaled, header.dtype.kind == "f"
 
 
 # ------------------------------------------------------------------------------------------------------- manifest
@@ -737,49 +735,13 @@ def _validate(cases: list[_Case], problems: _Problems, check_volumes: bool) -> l
 
 
 def check_volume(path) -> str | None:
-    """A cheap check (no voxel data read): None if the volume looks readable, else the reason."""
-    p = Path(path)
-    if not p.exists():
-        return "volume not found"
-    if p.is_dir():
-        if not any(f.is_file() and not f.name.startswith(".") for f in p.iterdir()):
-            return "volume folder is empty"
+    """A cheap check (headers only, no voxel data: `volume_io.check_volume_file`): None if the volume looks readable,
+    else the reason, without the path (the problem report records it beside the reason). URLs are not checked."""
+    if "://" in str(path):
         return None
-    size = p.stat().st_size
-    if size == 0:
-        return "volume file is empty (0 bytes)"
-    if _is_nifti(p):
-        return _check_nifti(p, size)
-    return None
-
-
-def _check_nifti(p: Path, size: int) -> str | None:
-    try:
-        import nibabel as nib
-    except ImportError:
-        return None
-    try:
-        img = nib.load(str(p))
-        shape = tuple(int(s) for s in img.shape)
-        offset = int(img.dataobj.offset)
-        itemsize = img.get_data_dtype().itemsize
-    except Exception as exc:
-        return f"corrupt or unreadable NIfTI header ({type(exc).__name__}: {exc})"
-    if not (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)) or 0 in shape:
-        return f"expected a 3D volume, the header says shape {shape}"
-    expected = offset + int(np.prod(shape)) * itemsize
-    if p.name.lower().endswith(".gz"):
-        with open(p, "rb") as fh:
-            head = fh.read(4)
-            fh.seek(-4, os.SEEK_END)
-            isize = struct.unpack("<I", fh.read(4))[0]
-        # gzip stores the uncompressed size mod 2**32 in its last 4 bytes; skip multi-member (FEXTRA: BGZF) files
-        if len(head) == 4 and not head[3] & 0x04 and isize != expected % 2**32:
-            return (f"truncated or corrupt gzip (uncompressed size {isize} bytes, the header implies {expected}); "
-                    "re-download the file")
-    elif size < expected:
-        return f"truncated NIfTI ({size} bytes, the header implies {expected})"
-    return None
+    problem = check_volume_file(path)
+    prefix = f"{Path(path).expanduser()}: "
+    return problem[len(prefix):] if problem and problem.startswith(prefix) else problem
 
 
 # --------------------------------------------------------------------------------------------------------- helpers
