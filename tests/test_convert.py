@@ -246,7 +246,7 @@ def inputs(processor, diagnoses=None):
 # Tests
 
 
-def test_converted_model_equals_hand_placed_weights(converted, official):
+def test_converted_model_equals_hand_placed_weights(converted, official, llm_dir):
     model, processor, report = converted
     sd = official[1]
     ref = place_by_hand(model.config, sd)
@@ -261,6 +261,7 @@ def test_converted_model_equals_hand_placed_weights(converted, official):
     # the research code's (training-mode) disease branch
     torch.testing.assert_close(dx_ours.logits, expected, rtol=1e-5, atol=1e-4)
     assert not model.config.legacy_disease_pooling
+    assert model.config.language_model_source == llm_dir.name  # the --llm folder's name, never a local path
     assert math.isclose(model.model.disease_branch.temperature.item(), TEMP, rel_tol=1e-6)
     # the added tokens (placeholders, padding) take no probability mass: the official head has no rows for them
     assert torch.equal(model.lm_head.weight[LLM_VOCAB:], torch.zeros_like(model.lm_head.weight[LLM_VOCAB:]))

@@ -261,6 +261,7 @@ class DiaLlamaConfig(PreTrainedConfig):
     # The research code's inference-time pooling bug (disease i judged from patch token i), for its released weights:
     # applied by `diagnose` / `generate` only, since its training path pools correctly. Off: pool over the patches.
     legacy_disease_pooling: bool = False
+    # the pretrained language model this one started from: a Hub id or a local folder's name (never a path)
     language_model_source: str | None = None
     tie_word_embeddings: bool = False
 

@@ -558,6 +558,7 @@ def convert_official_checkpoint(
         default_generation_config,
         load_llm_tokenizer,
         processor_for_config,
+        public_model_name,
         save_model_folder,
     )
 
@@ -580,7 +581,7 @@ def convert_official_checkpoint(
     # the research code's ViT3D, whatever the preset's default
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
                           vision_overrides=dict(RESEARCH_VISION_OVERRIDES), **overrides)
-    config.language_model_source = str(llm)
+    config.language_model_source = public_model_name(llm)
     processor = processor_for_config(preset, tokenizer, config)
 
     # LLM weights the checkpoint lacks (e.g. a trainable-parameters-only save) come from the --llm folder.

@@ -15,6 +15,7 @@ from .building import (
     parameter_count,
     preset_volume_processor,
     processor_for_config,
+    public_model_name,
     save_model_folder,
 )
 from .tokenizers import add_special_tokens, load_llm_tokenizer, report_corpus, train_tiny_tokenizer
@@ -35,6 +36,7 @@ __all__ = [
     "parameter_count",
     "preset_volume_processor",
     "processor_for_config",
+    "public_model_name",
     "report_corpus",
     "save_model_folder",
     "train_tiny_tokenizer",

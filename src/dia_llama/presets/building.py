@@ -87,6 +87,13 @@ def processor_for_config(preset: str, tokenizer, config: DiaLlamaConfig) -> DiaL
     return processor
 
 
+def public_model_name(llm) -> str:
+    """How a config names its language model: a local folder by its name (`Llama-2-7b-chat-hf`, never a local path:
+    configs are published), a Hub id as given."""
+    path = Path(str(llm)).expanduser()
+    return path.name if path.exists() else str(llm)
+
+
 def default_generation_config(tokenizer, preset: str = "tiny") -> GenerationConfig:
     """Explicit decoding settings (greedy, 300 new tokens) saved as generation_config.json."""
     return GenerationConfig(**load_preset(preset)["generation"], bos_token_id=tokenizer.bos_token_id,
@@ -154,7 +161,7 @@ def build_model_and_processor(preset: str = "tiny", llm: str | Path | None = Non
         add_special_tokens(tokenizer)
         config = build_config(preset, len(tokenizer), disease_names, text_config=AutoConfig.from_pretrained(llm),
                               vision_overrides=vision_overrides, **overrides)
-        config.language_model_source = str(llm)
+        config.language_model_source = public_model_name(llm)
     else:
         tokenizer = train_tiny_tokenizer()
         config = build_config(preset, len(tokenizer), disease_names, vision_overrides=vision_overrides, **overrides)
@@ -233,5 +240,6 @@ __all__ = [
     "parameter_count",
     "preset_volume_processor",
     "processor_for_config",
+    "public_model_name",
     "save_model_folder",
 ]
