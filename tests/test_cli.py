@@ -65,7 +65,7 @@ MISTAKES = [
     (["frobnicate"], "invalid choice: 'frobnicate'"),
     (["evaluate"], "the following arguments are required: model, --data"),
     (["generate", "{model}", "x", "--dtype", "float8"], "argument --dtype: invalid choice"),
-    (["generate", "{root}/no_model", "{root}/scan.nii.gz"], "no_model"),
+    (["generate", "{root}/no_model", "{root}/scan.nii.gz"], "no_model: no model folder of that name here"),
     (["generate", "{model}", "{root}/scan.nii.gz", "--load-in-4bit"], "needs a CUDA GPU"),
     (["generate", "{model}", "{root}/scan.nii.gz", "--load-in-4bit", "--load-in-8bit"], "choose one of --load-in-4bit"),
     (["init", "{root}/paper", "--preset", "paper"], "needs --llm PATH"),

@@ -440,7 +440,15 @@ def _message(err: BaseException) -> str:
     return " ".join(text.split()) or type(err).__name__
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings for the user, without the source line: `dia-llama: warning: …`."""
+    return f"{PROG}: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _format_warning
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     name = next((a for a in argv if not a.startswith("-")), None)

@@ -88,7 +88,13 @@ def load_for_inference(model: str, revision: str | None = None, device: str = "c
     if device_map:
         kwargs["device_map"] = device_map
     _check_memory_for(model, kwargs.get("dtype"), quantized=bool(load_in_4bit or load_in_8bit), device_map=device_map)
-    net = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
+    try:
+        net = AutoModelForImageTextToText.from_pretrained(model, **kwargs).eval()
+    except (OSError, ValueError) as err:
+        if Path(model).expanduser().exists():
+            raise
+        raise ValueError(f"{model}: no model folder of that name here, and not loadable from the Hub "
+                         f"({' '.join(str(err).split())})") from err
     if not device_map:
         net = net.to(device)
     processor = AutoProcessor.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
