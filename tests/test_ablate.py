@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from dia_llama.cli import main
 
 
@@ -43,3 +45,24 @@ def test_aggregate_and_paired_differences_keep_units():
     assert diffs["baseline"]["BLEU-4"][0] == -2.5
     assert ("| Full model (DTP + DAA + DPM) | 0.500 ± 0.000 | 0.500 ± 0.000 | 0.520 ± 0.028 | 60.00 ± 0.00 "
             "| 38.00 ± 1.41" in markdown_tables(table, "t"))
+
+
+def test_localization_table_over_seeds_and_the_paper_setting():
+    from dia_llama.ablate import SETTINGS, localization_markdown, localization_table
+
+    def loc(pg, mass):
+        row = {"pointing_game": pg, "pointing_game_uniform": 0.2, "mass_in_region": mass, "mass_uniform": 0.05}
+        return {"overall": {**row, "cases": 10}, "per_class": {"cardiomegaly": {**row, "cases": 4}}}
+
+    results = {"paper": [{"seed": 0, "attention_localization": loc(0.2, 0.05)},
+                         {"seed": 1, "attention_localization": loc(0.4, 0.07)}],
+               "dtp_mean_linear": [{"seed": 0}]}  # mean pooling: no attention, no row
+    table = localization_table(results)
+    assert list(table) == ["paper"]
+    assert table["paper"]["pointing_game"][0] == pytest.approx(0.3) and table["paper"]["seeds"] == 2
+    assert table["paper"]["per_class"]["cardiomegaly"]["mass_in_region"] == pytest.approx(0.06)
+    assert "| The paper's model" in localization_markdown(table) and "(0.200)" in localization_markdown(table)
+    # the paper's row is the paper's branch: static attention at scale 1, no extensions
+    overrides = SETTINGS["paper"][1]
+    assert overrides["disease_attention"] == "static" and overrides["disease_attention_scale"] == 1.0
+    assert not overrides["disease_max_pooling"] and not overrides["derive_no_finding"]

@@ -84,7 +84,7 @@ def test_diagnose_uses_config_thresholds():
     names = model.config.disease_names
     logits = torch.zeros(1, len(names))
     logits[0, names.index("lung lesion")] = -1.0  # p = 0.27
-    model.model.disease_branch.forward = lambda feats, legacy=False: (None, logits)
+    model.model.disease_branch.forward = lambda feats, legacy=False, patch_mask=None: (None, logits)
     feats = torch.zeros(1, 1, 96)
     lesion = names.index("lung lesion")
     assert not model.model.diagnose(patch_features=feats).present[0, lesion]

@@ -85,7 +85,7 @@ def test_derived_no_finding_follows_the_other_classes():
     logits[1, names.index("lung lesion")] = 4.0  # case 1 has a finding
     logits[:, nf] = torch.tensor([-9.0, 9.0])  # its own prototype says the opposite of the other classes
     branch = model.model.disease_branch
-    branch.forward = lambda feats, legacy=False: (None, logits)
+    branch.forward = lambda feats, legacy=False, patch_mask=None: (None, logits)
     dx = model.model.diagnose(patch_features=torch.zeros(2, 1, 96))
     assert dx.present[:, nf].tolist() == [True, False]
     expected = (1 - torch.sigmoid(torch.tensor(-4.0))) ** (len(names) - 1)
@@ -230,3 +230,55 @@ def test_disease_attention_options_validate_and_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.model.disease_branch(feats)[1], loaded.model.disease_branch(feats)[1],
                                    rtol=1e-5, atol=1e-5)
+
+
+def _volume_with_body(batch: int = 2) -> torch.Tensor:
+    """(B, 1, 64, 64, 32): air (0) around a box of soft tissue (0.5) over patch rows/cols 2..5 (voxels 16..47)."""
+    volume = torch.zeros(batch, 1, 64, 64, 32)
+    volume[:, :, 16:48, 16:48, :] = 0.5
+    return volume
+
+
+def test_body_mask_keeps_the_attention_off_the_air():
+    torch.manual_seed(0)
+    model, _ = build_model_and_processor("tiny", disease_attention_min_intensity=0.05)
+    model.eval()
+    inner, branch = model.model, model.model.disease_branch
+    volume = _volume_with_body()
+    mask = branch.body_mask(volume)  # (B, M): patches in (h w d) order on the 8×8×8 grid
+    inside = torch.zeros(8, 8, 8, dtype=torch.bool)
+    inside[2:6, 2:6, :] = True
+    assert mask.shape == (2, 512) and torch.equal(mask[0], inside.reshape(-1)) and torch.equal(mask[1], mask[0])
+    with torch.no_grad():
+        branch.attention_weights[:, ~inside.reshape(-1)] = 10.0  # a sink on the air, as trained models learn
+        dx = inner.diagnose(volume)
+    assert dx.attention.shape == (2, 14, 512)
+    assert dx.attention[:, :, ~mask[0]].abs().max() == 0.0  # no weight outside the body
+    torch.testing.assert_close(dx.attention.sum(-1), torch.ones(2, 14))
+    # the pooled features and the training loss use the same restricted attention
+    feats = inner.encode_volume(volume)
+    with torch.no_grad():
+        pooled = branch.pool(feats, patch_mask=mask)
+        expected = torch.einsum("blm,bmc->blc", dx.attention, feats) + feats.amax(dim=1, keepdim=True)
+        torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
+        image_slots = torch.full((2, model.config.num_image_tokens), model.config.image_token_id)
+        torch.testing.assert_close(inner(input_ids=image_slots, pixel_values=volume).disease_logits, dx.logits,
+                                   rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="pass pixel_values"):
+        inner.diagnose(patch_features=feats)
+    # an all-air volume keeps every patch (no empty softmax, no NaN)
+    empty = branch.body_mask(torch.zeros(1, 1, 64, 64, 32))
+    assert bool(empty.all())
+    assert torch.isfinite(inner.diagnose(torch.zeros(1, 1, 64, 64, 32)).probabilities).all()
+
+
+def test_body_mask_is_off_by_default_and_validates():
+    assert DiaLlamaConfig().disease_attention_min_intensity is None  # the paper: every patch
+    with pytest.raises(ValueError, match="disease_attention_min_intensity"):
+        DiaLlamaConfig(disease_attention_min_intensity=float("nan"))
+    with pytest.raises(ValueError, match="legacy_disease_pooling"):
+        DiaLlamaConfig(legacy_disease_pooling=True, disease_attention_min_intensity=0.05)
+    model, _ = build_model_and_processor("tiny", disease_attention_min_intensity=None, disease_attention="static")
+    assert model.model.disease_branch.body_mask(_volume_with_body()) is None
+    dx = model.model.diagnose(_volume_with_body())
+    assert dx.attention.shape == (14, 512)  # static without a mask: one map for every volume

@@ -13,10 +13,15 @@ from pathlib import Path
 import numpy as np
 
 
-def _setting(title: str, prompt_type: str, disease_pooling: str, diagnosis_head: str) -> tuple[str, dict]:
+def _setting(title: str, prompt_type: str, disease_pooling: str, diagnosis_head: str, **extra) -> tuple[str, dict]:
     # every setting pools as the paper does (DAA or mean alone): the tiny preset's max-pooling extension is off
     return title, dict(prompt_type=prompt_type, disease_pooling=disease_pooling, diagnosis_head=diagnosis_head,
-                       disease_max_pooling=False)
+                       disease_max_pooling=False, **extra)
+
+
+# The paper's disease branch exactly: its static DAA at scale 1 and "no finding" scored like any other class (the
+# other settings keep the preset's attention, e.g. the tiny preset's dynamic attention at scale 30)
+PAPER_BRANCH = dict(disease_attention="static", disease_attention_scale=1.0, derive_no_finding=False)
 
 
 # name → (paper row label, config overrides)
@@ -28,8 +33,10 @@ SETTINGS = {
     "full": _setting("Full model (DTP + DAA + DPM)", "text", "attention", "prototype"),
     "prompt_token": _setting("Token prompt", "token", "attention", "prototype"),
     "prompt_feature": _setting("Feature prompt", "feature", "attention", "prototype"),
+    "paper": _setting("The paper's model (static DAA at scale 1, DPM, DTP; no extensions)", "text", "attention",
+                      "prototype", **PAPER_BRANCH),
 }
-TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full"]
+TABLE2 = ["baseline", "dtp_mean_linear", "dtp_daa", "dtp_dpm", "full", "paper"]
 TABLE3 = [("none", "baseline"), ("text", "full"), ("token", "prompt_token"), ("feature", "prompt_feature")]
 # (column, path in metrics.json, decimals shown): CE / Dx are fractions, the NLG metrics percentage points
 COLUMNS = [("CE P", ("clinical_efficacy", "micro", "precision"), 3),
@@ -166,6 +173,39 @@ def plot_figure2(results, train_counts: dict[str, int], path: Path) -> None:
     plt.close(fig)
 
 
+def localization_table(results: dict[str, list[dict]]) -> dict:
+    """Per setting with disease-aware attention: mean ± std over seeds of the overall pointing game and attention mass
+    in the region (`attention_localization` of metrics.json), their uniform baselines, and the per-class means."""
+    keys = ("pointing_game", "pointing_game_uniform", "mass_in_region", "mass_uniform")
+    out = {}
+    for setting, runs in results.items():
+        blocks = [m["attention_localization"] for m in runs if m.get("attention_localization")]
+        if not blocks:
+            continue
+        row = {k: (float(np.mean([b["overall"][k] for b in blocks])),
+                   float(np.std([b["overall"][k] for b in blocks], ddof=1)) if len(blocks) > 1 else 0.0) for k in keys}
+        classes = list(blocks[0]["per_class"])
+        row["per_class"] = {n: {k: float(np.mean([b["per_class"][n][k] for b in blocks if n in b["per_class"]]))
+                                for k in (*keys, "cases")} for n in classes}
+        row["seeds"] = len(blocks)
+        out[setting] = row
+    return out
+
+
+def localization_markdown(table: dict) -> str:
+    if not table:
+        return ""
+    lines = ["Localisation of the disease-aware attention on the test cases (present findings with a region; "
+             "mean ± std over seeds; uniform attention in brackets):", "",
+             "| setting | pointing game | mass in region |", "|---|---|---|"]
+    for setting, row in table.items():
+        pg, pgu, mass, mu = (row[k] for k in ("pointing_game", "pointing_game_uniform", "mass_in_region",
+                                              "mass_uniform"))
+        lines.append(f"| {SETTINGS[setting][0]} | {pg[0]:.3f} ± {pg[1]:.3f} ({pgu[0]:.3f}) | "
+                     f"{mass[0]:.3f} ± {mass[1]:.3f} ({mu[0]:.3f}) |")
+    return "\n".join(lines) + "\n"
+
+
 def _cells(row: dict) -> str:
     return " | ".join(f"{m:.{COLUMN_DECIMALS[c]}f} ± {sd:.{COLUMN_DECIMALS[c]}f}" for c, (m, sd) in row.items())
 
@@ -204,17 +244,19 @@ def run_ablation(data, output_dir, preset="tiny", seeds=(0, 1, 2), settings=None
     labels = np.array(dataset["train"]["labels"])
     train_counts = {n: int((labels[:, i] == 1).sum()) for i, n in enumerate(names)}
     table = aggregate(results)
+    localization = localization_table(results)
     diffs = paired_differences(results)
     rare, rare_names = rare_macro_f1(results, train_counts, len(labels))
     plot_figure2(results, train_counts, out / "figure2_per_disease_f1.png")
     summary = {"table": table, "rare_macro_f1": rare, "rare_classes": rare_names, "train_counts": train_counts,
                "settings": {s: SETTINGS[s][1] for s in settings}, "seeds": list(seeds), "preset": preset,
                "vision_config": json.loads(vision_config) if vision_config else None,
-               "paired_differences_vs_full": diffs,
+               "paired_differences_vs_full": diffs, "attention_localization": localization,
                "max_steps": max_steps, "batch_size": batch_size, "learning_rate": learning_rate,
                "elapsed_s": time.perf_counter() - start}
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     md = markdown_tables(table, title) + "\n" + paired_markdown(diffs)
+    md += ("\n" + localization_markdown(localization)) if localization else ""
     md += ("\nMacro-F1 of the disease branch over the rare classes (< 5 % of training cases: " + ", ".join(rare_names)
            + "):\n\n")
     md += "\n".join(f"- {SETTINGS[s][0]}: {v:.3f}" for s, v in rare.items()) + "\n"

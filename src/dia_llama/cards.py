@@ -276,6 +276,7 @@ def _model_details(config: dict, base_model: str | None) -> str:
     if isinstance(diseases, list):
         rows.append(f"- Diseases ({len(diseases)}): " + ", ".join(diseases))
     switches = [f"{k}=`{config[k]}`" for k in ("disease_pooling", "disease_attention", "disease_max_pooling",
+                                                 "disease_attention_min_intensity",
                                                  "diagnosis_head", "prompt_type") if k in config]
     if switches:
         rows.append("- Disease branch: " + ", ".join(switches))

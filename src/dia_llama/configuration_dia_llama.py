@@ -248,6 +248,12 @@ class DiaLlamaConfig(PreTrainedConfig):
     # attention that starts near mean pooling gives one small finding a 1/M share of the pooled feature, too little
     # to learn from; the maximum carries it from the first step.
     disease_max_pooling: bool = False
+    # Body-only disease attention (an extension): the softmax of the disease-aware attention runs over the patches
+    # whose brightest voxel (in the volume processor's output units) is above this value; None (the paper): all
+    # patches. With a redundant path such as max pooling, a softmax that must put its mass somewhere settles on the
+    # empty air around the patient (constant tokens that change nothing: an attention sink); inside the body it pools
+    # anatomy, where the finding is. Tiny preset: 0.05, i.e. -900 HU in its -1000..1000 HU window.
+    disease_attention_min_intensity: float | None = None
     prototype_temperature: float = 0.07
     # "no finding" by definition (CheXpert, the labelers, the synthetic benchmark) means no other class is present.
     # True: `diagnose` derives it from the other classes' decisions (probability ∏(1 − p_i)) instead of its own
@@ -279,6 +285,13 @@ class DiaLlamaConfig(PreTrainedConfig):
                  "legacy_disease_pooling reproduces the research code and needs disease_attention='static'")
         _require(not (self.legacy_disease_pooling and self.disease_max_pooling),
                  "legacy_disease_pooling reproduces the research code and needs disease_max_pooling=False")
+        _require(not (self.legacy_disease_pooling and self.disease_attention_min_intensity is not None),
+                 "legacy_disease_pooling reproduces the research code and needs disease_attention_min_intensity=None")
+        if self.disease_attention_min_intensity is not None:
+            _require(math.isfinite(float(self.disease_attention_min_intensity)),
+                     f"disease_attention_min_intensity must be a finite number or None, got "
+                     f"{self.disease_attention_min_intensity}")
+            self.disease_attention_min_intensity = float(self.disease_attention_min_intensity)
         _require(self.diagnosis_head in DIAGNOSIS_HEADS,
                  f"diagnosis_head must be one of {DIAGNOSIS_HEADS}, got {self.diagnosis_head!r}")
         _require(self.prompt_type in PROMPT_TYPES,

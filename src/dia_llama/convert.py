@@ -578,6 +578,7 @@ def convert_official_checkpoint(
     overrides.setdefault("disease_attention", "static")
     overrides.setdefault("disease_attention_scale", 1.0)
     overrides.setdefault("disease_max_pooling", False)
+    overrides.setdefault("disease_attention_min_intensity", None)  # over every patch
     # the research code's ViT3D, whatever the preset's default
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
                           vision_overrides=dict(RESEARCH_VISION_OVERRIDES), **overrides)

@@ -94,7 +94,8 @@ def run_demo(output_dir="runs/demo", num_cases: int | None = None, seed: int = 0
 
     t = _stage("5/5 figures")
     plot_per_disease_f1(metrics, out / "per_disease_f1.png")
-    case = plot_attention_overlay(model, processor, data_dir, cache_dir, out / "attention_overlay.png")
+    overlay = plot_attention_overlay(model, processor, data_dir, cache_dir, out / "attention_overlay.png")
+    case = overlay["case"] if overlay else None
     timings["figures_s"] = time.perf_counter() - t
     metrics["timings"] = timings
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
@@ -142,43 +143,103 @@ def plot_per_disease_f1(metrics: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path):
-    """Slices of one test case with the disease-aware attention of a present finding overlaid."""
+OVERLAY_RULE = "the test case with the most present findings that have a region (ties: the first)"
+
+
+def overlay_case(rows: dict, case_ids) -> str | None:
+    """The case `plot_attention_overlay` draws (`OVERLAY_RULE`): most present findings with a recorded region."""
+    best, best_count = None, 0
+    for case_id in case_ids:
+        row = rows.get(str(case_id))
+        count = 0 if row is None else len(row.get("finding_boxes", {}))
+        if count > best_count:
+            best, best_count = str(case_id), count
+    return best
+
+
+def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path) -> dict | None:
+    """One panel per present finding of one test case (chosen by `OVERLAY_RULE`): the axial slice through the
+    finding's largest cross-section, the disease-aware attention of that finding on it, the finding's true outline
+    (green) and the attention's arg-max patch (white; dashed when it lies on another slice).
+
+    Returns {"case": id, "panels": [disease, ...]}; None when the data set has no finding locations or the model no
+    disease-aware attention."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import torch
+    from matplotlib.patches import Rectangle
 
     from .data import load_ct_report_dataset
     from .data.cache import open_cache
+    from .evaluation.localization import case_regions, location_rows, pointing_scores
 
+    locations = location_rows(data_dir)
+    if locations is None:
+        return None
+    rows, root = locations
     test = load_ct_report_dataset(data_dir)["test"]
-    names = list(model.config.disease_names)
-    skip = {"no finding"}
-    row = next((r for r in test if any(v == 1 and names[i] not in skip for i, v in enumerate(r["labels"]))), test[0])
-    disease = next((names[i] for i, v in enumerate(row["labels"]) if v == 1 and names[i] not in skip), names[0])
-    pixel_values = open_cache(cache_dir, processor.image_processor).get(row["id"])[None]  # (1, C, H, W, D)
+    case_id = overlay_case(rows, test["id"])
+    if case_id is None:
+        return None
+    row = rows[case_id]
+    if cache_dir is not None:
+        pixel_values = open_cache(cache_dir, processor.image_processor).get(case_id)[None]  # (1, C, H, W, D)
+    else:
+        from .data import load_example_volume
+
+        example = test[list(test["id"]).index(case_id)]
+        pixel_values = processor.image_processor(load_example_volume(example), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         dx = model.diagnose(pixel_values)
-    attention = dx.attention
-    volume = pixel_values[0, 0].numpy()  # (H, W, D)
-    if attention is None:
-        return row["id"]
-    h, w, d = model.config.vision_config.grid_size
-    attention = attention[0] if attention.ndim == 3 else attention  # (L, M)
-    att = attention[names.index(disease)].reshape(h, w, d).float().numpy()
-    att = np.kron(att, np.ones([s // g for s, g in zip(volume.shape, (h, w, d))]))  # up to voxel resolution
-    slices = np.argsort(att.sum((0, 1)))[-4:][::-1]
-    fig, axes = plt.subplots(1, 4, figsize=(12, 3.4))
-    for ax, k in zip(axes, sorted(slices)):
-        ax.imshow(volume[:, :, k], cmap="gray")
-        ax.imshow(att[:, :, k], cmap="jet", alpha=0.35, vmin=0, vmax=att.max())
-        ax.set_title(f"slice {k}")
+    if dx.attention is None:
+        return None
+    from .data.synthetic.locations import finding_masks
+
+    names = list(model.config.disease_names)
+    grid = tuple(model.config.vision_config.grid_size)
+    volume = pixel_values[0, 0].float().numpy()  # (H, W, D)
+    zoom = [s // g for s, g in zip(volume.shape, grid)]  # voxels per patch along each axis
+    attention = (dx.attention[0] if dx.attention.ndim == 3 else dx.attention).float().numpy()  # (L, M)
+    regions = case_regions(row, root, grid)  # {disease: (h, w, d) bool}
+    masks = finding_masks(row, root, diseases=list(regions))  # at the volume's own size
+    panels = [d for d in names if d in regions]
+    columns = min(len(panels), 4)
+    rows_n = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(3.4 * columns, 3.9 * rows_n + 0.6), squeeze=False)
+    for ax in axes.flat[len(panels):]:
         ax.axis("off")
-    p = float(dx.probabilities[0, names.index(disease)])
-    fig.suptitle(f"case {row['id']}: disease-aware attention of '{disease}' (present; model p={p:.2f})")
+    for ax, disease in zip(axes.flat, panels):
+        att = attention[names.index(disease)].reshape(grid)  # (h, w, d)
+        mask = _resize_nearest(masks[disease], volume.shape)  # (H, W, D) bool, as the processor resizes
+        k = int(mask.sum((0, 1)).argmax())  # the slice with the largest cross-section
+        ax.imshow(volume[:, :, k], cmap="gray")
+        level = np.kron(att, np.ones(zoom))[:, :, k] / float(att.max())  # (H, W) in [0, 1] of the map's maximum
+        overlay = plt.get_cmap("inferno")(level)
+        overlay[..., 3] = 0.8 * level  # transparent where the attention is low
+        ax.imshow(overlay)
+        ax.contour(mask[:, :, k].astype(float), levels=[0.5], colors="lime", linewidths=1.2)
+        top = np.unravel_index(int(att.argmax()), grid)
+        on_slice = top[2] == k // zoom[2]
+        ax.add_patch(Rectangle((top[1] * zoom[1] - 0.5, top[0] * zoom[0] - 0.5), zoom[1], zoom[0], fill=False,
+                               edgecolor="white", linewidth=1.5, linestyle="-" if on_slice else "--"))
+        score = pointing_scores(att, regions[disease])
+        p = float(dx.probabilities[0, names.index(disease)])
+        ax.set_title(f"{disease} (p={p:.2f})\npointing {'hit' if score['pointing_game'] >= 0.5 else 'miss'}, mass "
+                     f"{score['mass_in_region']:.2f} (uniform {score['mass_uniform']:.2f})\nslice {k}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(f"case {case_id}: {OVERLAY_RULE}\ndisease-aware attention (colour, opaque at the map's maximum), "
+                 "true outline (green), arg-max patch (white; dashed: on another slice)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return row["id"]
+    return {"case": case_id, "panels": panels}
+
+
+def _resize_nearest(mask: np.ndarray, shape) -> np.ndarray:
+    """A (h, w, d) mask at another (H, W, D) size, nearest neighbour (identity when the sizes agree)."""
+    if mask.shape == tuple(shape):
+        return mask
+    index = np.ix_(*[(np.arange(n) * m) // n for n, m in zip(shape, mask.shape)])
+    return mask[index]

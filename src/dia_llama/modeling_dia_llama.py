@@ -219,12 +219,25 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
             patch_features = self.encode_volume(pixel_values)
         return self.multi_modal_projector(self.resampler(patch_features))
 
+    def disease_patch_mask(self, pixel_values=None) -> torch.Tensor | None:
+        """(B, M) bool, the patches the disease-aware attention may look at (`disease_attention_min_intensity`), or
+        None for all of them. Needs `pixel_values` when the setting is on."""
+        if self.config.disease_attention_min_intensity is None or self.config.disease_pooling != "attention":
+            return None
+        if pixel_values is None:
+            raise ValueError("this model's disease attention looks inside the body only "
+                             "(disease_attention_min_intensity): pass pixel_values as well as patch_features")
+        return self.disease_branch.body_mask(pixel_values)
+
     def diagnose(self, pixel_values=None, patch_features=None, threshold: float | None = None) -> DiaLlamaDiagnosis:
-        """`threshold`: one value for every disease; None uses `config.diagnosis_thresholds` (or 0.5 when unset)."""
+        """`threshold`: one value for every disease; None uses `config.diagnosis_thresholds` (or 0.5 when unset).
+        `patch_features` (B, M, c), when already computed, spare the vision tower."""
         if patch_features is None:
             patch_features = self.encode_volume(pixel_values)
+        patch_mask = self.disease_patch_mask(pixel_values)  # (B, M) or None
         # the research code has its pooling bug at inference only: `legacy_disease_pooling` applies here, not in forward
-        _, logits = self.disease_branch(patch_features, legacy=self.config.legacy_disease_pooling)
+        _, logits = self.disease_branch(patch_features, legacy=self.config.legacy_disease_pooling,
+                                        patch_mask=patch_mask)
         probs = torch.sigmoid(logits.float())  # (B, L)
         if threshold is None:
             thresholds = self.config.diagnosis_thresholds
@@ -241,7 +254,7 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
             probabilities=probs,
             present=present,
             logits=logits,
-            attention=self.disease_branch.attention_map(patch_features),
+            attention=self.disease_branch.attention_map(patch_features, patch_mask),
             disease_names=list(self.config.disease_names),
         )
 
@@ -298,7 +311,8 @@ class DiaLlamaModel(DiaLlamaPreTrainedModel):
         disease_logits = disease_features = None
         if pixel_values is not None:
             patch_features = self.encode_volume(pixel_values)  # (B, M, c)
-            disease_features, disease_logits = self.disease_branch(patch_features)
+            disease_features, disease_logits = self.disease_branch(
+                patch_features, patch_mask=self.disease_patch_mask(pixel_values))
             if image_features is None:
                 image_features = self.get_image_features(patch_features=patch_features)
 
@@ -496,7 +510,7 @@ class DiaLlamaForConditionalGeneration(DiaLlamaPreTrainedModel, GenerationMixin)
         if pixel_values is not None:
             patch_features = self.model.encode_volume(pixel_values)
             kwargs["image_features"] = self.model.get_image_features(patch_features=patch_features)
-            diagnosis = self.model.diagnose(patch_features=patch_features)
+            diagnosis = self.model.diagnose(pixel_values=pixel_values, patch_features=patch_features)
             if diagnoses is None:
                 diagnoses = diagnosis.present
             else:

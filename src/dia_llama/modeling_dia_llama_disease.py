@@ -23,7 +23,9 @@ class DiaLlamaDiseaseBranch(nn.Module):
 
     Pooling `attention` (DAA): a learnable (L, M) weight softmaxed over the M patches → (B, L, c); its logits are
     `disease_attention_scale` · W. With `disease_attention="dynamic"` (an extension) the logits add, per volume,
-    query_l · key(LN(patch feature)) / sqrt(c), so each disease can look where its finding is.
+    query_l · key(LN(patch feature)) / sqrt(c), so each disease can look where its finding is. With
+    `disease_attention_min_intensity` (an extension) the softmax runs over the patches inside the body only
+    (`body_mask`): attention cannot settle on the empty air around the patient.
     Pooling `mean`: the mean patch feature, shared by all diseases.
     `disease_max_pooling` (an extension) adds the channel-wise maximum over the patches to every pooled feature.
     Head `prototype` (DPM): cosine similarity of the projected disease feature to an abnormal and a normal prototype;
@@ -39,6 +41,8 @@ class DiaLlamaDiseaseBranch(nn.Module):
         self.max_pooling = config.disease_max_pooling
         self.attention_kind = config.disease_attention
         self.attention_scale = float(config.disease_attention_scale)
+        self.min_intensity = config.disease_attention_min_intensity
+        self.patch_size = tuple(vc.patch_size)
         if self.pooling == "attention":
             self.attention_weights = nn.Parameter(torch.empty(num, vc.num_patches))
             if self.attention_kind == "dynamic":
@@ -62,39 +66,58 @@ class DiaLlamaDiseaseBranch(nn.Module):
         low, high = self.temperature_bounds
         return self.log_temperature.exp().clamp(low, high)
 
-    def attention_logits(self, patch_features: torch.Tensor | None = None) -> torch.Tensor:
+    def body_mask(self, pixel_values: torch.Tensor) -> torch.Tensor | None:
+        """(B, C, H, W, D) → (B, M) bool, the patches inside the body: those whose brightest voxel (channel mean) is
+        above `disease_attention_min_intensity` (a volume with no such patch keeps them all). None when the setting
+        is off or the branch has no attention."""
+        if self.min_intensity is None or self.pooling != "attention":
+            return None
+        volume = pixel_values.float().mean(dim=1, keepdim=True)  # (B, 1, H, W, D)
+        brightest = F.max_pool3d(volume, self.patch_size).flatten(1)  # (B, M), patches in (h w d) order
+        inside = brightest > self.min_intensity
+        return inside | ~inside.any(dim=-1, keepdim=True)
+
+    def attention_logits(self, patch_features: torch.Tensor | None = None,
+                         patch_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Static: (L, M) = scale · W. Dynamic with `patch_features` (B, M, c): (B, L, M), adding
-        query · key / sqrt(c)."""
+        query · key / sqrt(c). With `patch_mask` (B, M) bool: (B, L, M), −inf outside the mask."""
         logits = self.attention_scale * self.attention_weights  # (L, M)
         if self.attention_kind == "dynamic" and patch_features is not None:
             keys = self.attention_key(self.attention_key_norm(patch_features))  # (B, M, c)
             query = self.attention_query.to(keys.dtype)
             dynamic = torch.einsum("lc,bmc->blm", query, keys) / math.sqrt(keys.shape[-1])
             logits = logits.to(dynamic.dtype) + dynamic
+        if patch_mask is not None:
+            logits = logits.expand(patch_mask.shape[0], *logits.shape[-2:])  # (B, L, M)
+            logits = logits.masked_fill(~patch_mask[:, None, :], float("-inf"))
         return logits
 
-    def attention_map(self, patch_features: torch.Tensor | None = None) -> torch.Tensor | None:
+    def attention_map(self, patch_features: torch.Tensor | None = None,
+                      patch_mask: torch.Tensor | None = None) -> torch.Tensor | None:
         """Softmax weights of the disease-aware attention over the M patches: (L, M) for the static attention (and
         for the dynamic one's static part when no features are given), (B, L, M) for the dynamic one given
-        `patch_features` (B, M, c). None for mean pooling."""
+        `patch_features` (B, M, c) or for either given `patch_mask` (B, M) (zero outside the body). None for mean
+        pooling."""
         if self.pooling != "attention":
             return None
-        return self.attention_logits(patch_features).softmax(dim=-1)
+        return self.attention_logits(patch_features, patch_mask).softmax(dim=-1)
 
-    def pool(self, patch_features: torch.Tensor, legacy: bool = False) -> torch.Tensor:
+    def pool(self, patch_features: torch.Tensor, legacy: bool = False,
+             patch_mask: torch.Tensor | None = None) -> torch.Tensor:
         """(B, M, c) → (B, L, c); with `disease_max_pooling`, plus the maximum over the M patches of each channel.
-        `legacy`: the research code's inference-time pooling (see `_pool_by_kind`)."""
-        features = self._pool_by_kind(patch_features, legacy)
+        `legacy`: the research code's inference-time pooling (see `_pool_by_kind`); `patch_mask`: see `body_mask`."""
+        features = self._pool_by_kind(patch_features, legacy, patch_mask)
         if self.max_pooling:
             features = features + patch_features.amax(dim=1, keepdim=True)  # (B, L, c) + (B, 1, c)
         return features
 
-    def _pool_by_kind(self, patch_features: torch.Tensor, legacy: bool = False) -> torch.Tensor:
+    def _pool_by_kind(self, patch_features: torch.Tensor, legacy: bool = False,
+                      patch_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.pooling == "mean":
             num = self.classifier_weight.shape[0] if self.head == "linear" else self.abnormal_prototypes.shape[0]
             return patch_features.mean(dim=1, keepdim=True).expand(-1, num, -1)
-        if self.attention_kind == "dynamic":
-            attention = self.attention_map(patch_features).to(patch_features.dtype)  # (B, L, M)
+        if self.attention_kind == "dynamic" or patch_mask is not None:
+            attention = self.attention_map(patch_features, patch_mask).to(patch_features.dtype)  # (B, L, M)
             return torch.einsum("blm,bmc->blc", attention, patch_features)
         attention = self.attention_map().to(patch_features.dtype)  # (L, M)
         if legacy:
@@ -108,9 +131,11 @@ class DiaLlamaDiseaseBranch(nn.Module):
         """(B, L) bool → (B, L, c) the abnormal prototype where present, else the normal one."""
         return torch.where(present.unsqueeze(-1), self.abnormal_prototypes, self.normal_prototypes)
 
-    def forward(self, patch_features: torch.Tensor, legacy: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, M, c) → disease features (B, L, c), logits (B, L). `legacy` pools as the research code's inference."""
-        features = self.pool(patch_features, legacy)
+    def forward(self, patch_features: torch.Tensor, legacy: bool = False,
+                patch_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, M, c) → disease features (B, L, c), logits (B, L). `legacy` pools as the research code's inference;
+        `patch_mask` (B, M) bool limits the attention to those patches (`body_mask`)."""
+        features = self.pool(patch_features, legacy, patch_mask)
         if self.head == "linear":
             logits = (features * self.classifier_weight).sum(-1) + self.classifier_bias
             return features, logits

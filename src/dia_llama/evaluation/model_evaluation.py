@@ -1,5 +1,7 @@
-"""Evaluate a Dia-LLaMA checkpoint on a data set split: generate, then score the reports (NLG, clinical efficacy) and
-the disease branch's own diagnoses. The library behind `dia-llama evaluate` / `python -m dia_llama.evaluate`.
+"""Evaluate a Dia-LLaMA checkpoint on a data set split: generate, then score the reports (NLG, clinical efficacy),
+the disease branch's own diagnoses and, where the data set records where each finding is (the synthetic benchmark's
+finding masks), how well the disease-aware attention points at it. The library behind `dia-llama evaluate` /
+`python -m dia_llama.evaluate`.
 
 Writes `predictions.jsonl` (one record per case, appended as it goes: an interrupted run resumes), `metrics.json`
 and `metrics.md`.
@@ -97,9 +99,11 @@ def baselines(refs, ref_labels, disease_names, labeler, train_reports=None) -> d
 def evaluate_model(model, data, split: str = "test", output_dir="eval", batch_size: int = 8,
                    max_new_tokens: int | None = None, labeler: str = "rule", modes=("coco_raw",), cache_dir=None,
                    limit: int | None = None, data_format: str = "auto", progress: bool = True, processor=None,
-                   **load_kwargs) -> dict:
+                   localization: bool = True, **load_kwargs) -> dict:
     """Generate for `split` of `data` and write predictions.jsonl, metrics.json and metrics.md to `output_dir`.
-    `model`: a loaded model (with `processor`) or a folder / Hub id, loaded with `load_for_inference(**load_kwargs)`."""
+    `model`: a loaded model (with `processor`) or a folder / Hub id, loaded with `load_for_inference(**load_kwargs)`.
+    `localization`: add `attention_localization` (`dia_llama.evaluation.localization`) when `data` is a manifest with
+    finding masks and the model has disease-aware attention."""
     from ..data import load_ct_report_dataset
     from ..inference import load_for_inference
 
@@ -125,9 +129,33 @@ def evaluate_model(model, data, split: str = "test", output_dir="eval", batch_si
     from ..cards import dataset_card_name
 
     metrics["dataset"] = {**dataset_card_name(data, data_format), "split": split}  # a public name, never a path
+    if localization:
+        block = split_attention_localization(model, processor, data, rows, cache, batch_size, progress)
+        if block is not None:
+            metrics["attention_localization"] = block
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     (out / "metrics.md").write_text(metrics_markdown(metrics), encoding="utf-8")
     return metrics
 
 
-__all__ = ["baselines", "evaluate_model", "generate_predictions", "score_predictions"]
+def split_attention_localization(model, processor, data, rows, cache=None, batch_size: int = 16,
+                                 progress: bool = False) -> dict | None:
+    """The `attention_localization` block for the cases `rows` of `data` (None without finding locations)."""
+    from .localization import location_rows, model_attention_localization
+
+    locations = location_rows(data)
+    if locations is None:
+        return None
+    by_id = {str(row["id"]): row for row in rows}
+
+    def load(case_id):
+        if cache is not None:
+            return cache.get(case_id)
+        from ..data import load_example_volume
+
+        return processor.image_processor(load_example_volume(by_id[case_id]), return_tensors="pt")["pixel_values"][0]
+
+    return model_attention_localization(model, list(by_id), locations, load, batch_size, progress)
+
+
+__all__ = ["baselines", "evaluate_model", "generate_predictions", "score_predictions", "split_attention_localization"]

@@ -26,6 +26,12 @@ class ModelArguments:
     diagnosis_head: str | None = field(default=None, metadata={"help": "prototype | linear (ablation)"})
     disease_max_pooling: bool | None = field(
         default=None, metadata={"help": "add the patch-wise maximum to each disease's pooled feature (tiny: on)"})
+    disease_attention: str | None = field(
+        default=None, metadata={"help": "static (the paper's DAA) | dynamic (tiny: input-dependent query·key term)"})
+    disease_attention_scale: float | None = field(
+        default=None, metadata={"help": "multiplier on the static attention logits (paper: 1, tiny: 30)"})
+    derive_no_finding: bool | None = field(
+        default=None, metadata={"help": "derive \"no finding\" from the other classes' decisions (tiny: on)"})
     vision_config: str | None = field(
         default=None, metadata={"help": "JSON of vision-config fields over the preset's (new models), e.g. "
                                         "'{\"patch_embedding\": \"linear\", \"num_hidden_layers\": 3}'; with "

@@ -17,8 +17,8 @@ def build_model(model_args: ModelArguments):
     """Model + processor from a checkpoint, a preset, or parts (LLM checkpoint, vision weights)."""
     overrides = {
         k: getattr(model_args, k)
-        for k in ("prompt_type", "disease_pooling", "diagnosis_head", "disease_max_pooling", "dp_loss_weight",
-                  "lm_loss_weight")
+        for k in ("prompt_type", "disease_pooling", "diagnosis_head", "disease_max_pooling", "disease_attention",
+                  "disease_attention_scale", "derive_no_finding", "dp_loss_weight", "lm_loss_weight")
         if getattr(model_args, k) is not None
     }
     if model_args.model:
