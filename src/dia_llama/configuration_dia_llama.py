@@ -244,6 +244,10 @@ class DiaLlamaConfig(PreTrainedConfig):
     # step whatever its gradient, so the logits move ~scale·lr: scale 1 (the paper) leaves a zero-initialised table
     # at mean pooling for thousands of steps at lr 1e-3; a larger scale acts as a learning-rate multiplier for it.
     disease_attention_scale: float = 1.0
+    # Multiplier on the dynamic term (query · key / sqrt(c)) of `disease_attention="dynamic"`. At 1 the term starts
+    # with a standard deviation of ~1 over the patches: a near-uniform softmax, where one small finding gets a ~1/M
+    # share of the pooled feature; a larger value starts the attention selective.
+    disease_attention_dynamic_scale: float = 1.0
     # Add the element-wise maximum over all patch features to every disease's pooled feature (an extension). An
     # attention that starts near mean pooling gives one small finding a 1/M share of the pooled feature, too little
     # to learn from; the maximum carries it from the first step.
@@ -281,6 +285,8 @@ class DiaLlamaConfig(PreTrainedConfig):
                  f"disease_attention must be one of {DISEASE_ATTENTIONS}, got {self.disease_attention!r}")
         _require(float(self.disease_attention_scale) > 0,
                  f"disease_attention_scale must be > 0, got {self.disease_attention_scale}")
+        _require(float(self.disease_attention_dynamic_scale) > 0,
+                 f"disease_attention_dynamic_scale must be > 0, got {self.disease_attention_dynamic_scale}")
         _require(not (self.legacy_disease_pooling and self.disease_attention != "static"),
                  "legacy_disease_pooling reproduces the research code and needs disease_attention='static'")
         _require(not (self.legacy_disease_pooling and self.disease_max_pooling),

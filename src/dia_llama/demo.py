@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-# The demo's data: 4,000 cases at the tiny model's input size (with ~1,000 the vision tower memorises the training
-# volumes instead of learning the small findings); 85 / 5 / 10 % splits: 3,400 training cases, 400 test reports.
+# The demo's data: 3,000 cases at the tiny model's input size (with ~1,000 the vision tower memorises the training
+# volumes instead of learning the small findings); 85 / 5 / 10 % splits: 2,550 training cases, 300 test reports.
 # Training follows the shipped `tiny_cpu` recipe (dia_llama/recipes/tiny_cpu.yaml).
-DEMO_DATA = dict(num_cases=4000, volume_size=(64, 64, 32), split_fractions=(0.85, 0.05, 0.10))
+DEMO_DATA = dict(num_cases=3000, volume_size=(64, 64, 32), split_fractions=(0.85, 0.05, 0.10))
 RECIPE = "tiny_cpu"
 
 

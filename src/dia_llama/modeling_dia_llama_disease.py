@@ -41,6 +41,7 @@ class DiaLlamaDiseaseBranch(nn.Module):
         self.max_pooling = config.disease_max_pooling
         self.attention_kind = config.disease_attention
         self.attention_scale = float(config.disease_attention_scale)
+        self.dynamic_scale = float(config.disease_attention_dynamic_scale)
         self.min_intensity = config.disease_attention_min_intensity
         self.patch_size = tuple(vc.patch_size)
         if self.pooling == "attention":
@@ -85,7 +86,7 @@ class DiaLlamaDiseaseBranch(nn.Module):
         if self.attention_kind == "dynamic" and patch_features is not None:
             keys = self.attention_key(self.attention_key_norm(patch_features))  # (B, M, c)
             query = self.attention_query.to(keys.dtype)
-            dynamic = torch.einsum("lc,bmc->blm", query, keys) / math.sqrt(keys.shape[-1])
+            dynamic = torch.einsum("lc,bmc->blm", query, keys) * (self.dynamic_scale / math.sqrt(keys.shape[-1]))
             logits = logits.to(dynamic.dtype) + dynamic
         if patch_mask is not None:
             logits = logits.expand(patch_mask.shape[0], *logits.shape[-2:])  # (B, L, M)
