@@ -66,3 +66,4 @@ def test_localization_table_over_seeds_and_the_paper_setting():
     overrides = SETTINGS["paper"][1]
     assert overrides["disease_attention"] == "static" and overrides["disease_attention_scale"] == 1.0
     assert not overrides["disease_max_pooling"] and not overrides["derive_no_finding"]
+    assert overrides["disease_attention_min_intensity"] == "none"  # attention over all patches, as the paper's

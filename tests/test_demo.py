@@ -49,3 +49,26 @@ def test_attention_overlay_has_one_panel_per_present_finding(bench, tiny_model_a
     (bare / "manifest.jsonl").write_text(json.dumps({k: v for k, v in rows[0].items() if not k.startswith("finding_")})
                                          + "\n")
     assert plot_attention_overlay(model, processor, bare, None, tmp_path / "none.png") is None
+
+
+def test_evaluate_writes_the_attention_localization_block(bench, tiny_model_and_processor, tmp_path):
+    from dia_llama.evaluation import evaluate_model
+
+    model, processor = tiny_model_and_processor
+    metrics = evaluate_model(model, bench, "test", tmp_path / "eval", batch_size=4, max_new_tokens=4,
+                             processor=processor, progress=False)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    block = saved["attention_localization"]
+    assert block == json.loads(json.dumps(metrics["attention_localization"]))
+    rows = [json.loads(line) for line in (bench / "manifest.jsonl").read_text().splitlines()]
+    pairs = sum(len(r["finding_boxes"]) for r in rows if r["split"] == "test")
+    overall = block["overall"]
+    assert overall["cases"] == pairs > 0  # every (test case, present finding with a region)
+    for key in ("pointing_game", "pointing_game_uniform", "mass_in_region", "mass_uniform"):
+        assert 0.0 <= overall[key] <= 1.0
+    assert 0.0 < overall["mass_uniform"] < overall["pointing_game_uniform"] < 1.0  # a region is a few patches
+    assert set(block["per_class"]) <= set(model.config.disease_names) - {"no finding"}
+    assert sum(v["cases"] for v in block["per_class"].values()) == pairs
+    assert "attention_localization" not in evaluate_model(
+        model, bench, "test", tmp_path / "eval_off", max_new_tokens=2, processor=processor, progress=False,
+        localization=False)

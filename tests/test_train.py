@@ -111,6 +111,18 @@ def test_vision_config_overrides_the_preset_tower():
         build_model(ModelArguments(preset="tiny", vision_config="patch_embedding=linear"))
 
 
+def test_body_only_attention_switch():
+    """--disease_attention_min_intensity: a number, or 'none' for attention over all patches (the ablation's paper
+    setting); the tiny preset's default is 0.05."""
+    assert build_model(ModelArguments(preset="tiny"))[0].config.disease_attention_min_intensity == 0.05
+    model, _ = build_model(ModelArguments(preset="tiny", disease_attention_min_intensity="none"))
+    assert model.config.disease_attention_min_intensity is None
+    model, _ = build_model(ModelArguments(preset="tiny", disease_attention_min_intensity="0.2"))
+    assert model.config.disease_attention_min_intensity == 0.2
+    with pytest.raises(ValueError, match="takes a number or 'none', got 'air'"):
+        build_model(ModelArguments(preset="tiny", disease_attention_min_intensity="air"))
+
+
 def test_shipped_recipes_by_name_and_dashed_options():
     """`dia-llama train tiny_cpu` (what the demo trains): a recipe shipped in the package, named without a path."""
     from dia_llama.training import recipe_path, shipped_recipes

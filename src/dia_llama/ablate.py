@@ -19,9 +19,10 @@ def _setting(title: str, prompt_type: str, disease_pooling: str, diagnosis_head:
                        disease_max_pooling=False, **extra)
 
 
-# The paper's disease branch exactly: its static DAA at scale 1 and "no finding" scored like any other class (the
-# other settings keep the preset's attention, e.g. the tiny preset's dynamic attention at scale 30)
-PAPER_BRANCH = dict(disease_attention="static", disease_attention_scale=1.0, derive_no_finding=False)
+# The paper's disease branch exactly: its static DAA at scale 1 over all patches and "no finding" scored like any
+# other class (the other settings keep the preset's attention, e.g. the tiny preset's dynamic, body-only attention)
+PAPER_BRANCH = dict(disease_attention="static", disease_attention_scale=1.0, derive_no_finding=False,
+                    disease_attention_min_intensity="none")
 
 
 # name → (paper row label, config overrides)

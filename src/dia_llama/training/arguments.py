@@ -30,6 +30,9 @@ class ModelArguments:
         default=None, metadata={"help": "static (the paper's DAA) | dynamic (tiny: input-dependent query·key term)"})
     disease_attention_scale: float | None = field(
         default=None, metadata={"help": "multiplier on the static attention logits (paper: 1, tiny: 30)"})
+    disease_attention_min_intensity: str | None = field(
+        default=None, metadata={"help": "body-only disease attention: patches whose brightest voxel is above this "
+                                        "value (tiny: 0.05); 'none': all patches (the paper)"})
     derive_no_finding: bool | None = field(
         default=None, metadata={"help": "derive \"no finding\" from the other classes' decisions (tiny: on)"})
     vision_config: str | None = field(

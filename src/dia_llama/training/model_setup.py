@@ -21,6 +21,12 @@ def build_model(model_args: ModelArguments):
                   "disease_attention_scale", "derive_no_finding", "dp_loss_weight", "lm_loss_weight")
         if getattr(model_args, k) is not None
     }
+    if model_args.disease_attention_min_intensity is not None:
+        value = model_args.disease_attention_min_intensity.strip()
+        try:
+            overrides["disease_attention_min_intensity"] = None if value.lower() == "none" else float(value)
+        except ValueError:
+            raise ValueError(f"--disease_attention_min_intensity takes a number or 'none', got {value!r}") from None
     if model_args.model:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
