@@ -25,6 +25,19 @@ def test_overlay_case_follows_the_stated_rule():
     assert overlay_case(rows, ["d", "e"]) is None  # nothing to draw
 
 
+def test_panel_slice_shows_the_attention_and_the_finding():
+    import numpy as np
+
+    from dia_llama.demo import _panel_slice
+
+    mask = np.zeros((4, 4, 12), bool)
+    mask[1, 1, 2:6] = True  # the finding on slices 2..5, largest on 5
+    mask[:, :, 5] = True
+    assert _panel_slice(mask, top_patch_slice=0, patch_depth=4) == 2  # in the arg-max patch (slices 0..3)
+    assert _panel_slice(mask, top_patch_slice=1, patch_depth=4) == 5  # slices 4..7: the largest there
+    assert _panel_slice(mask, top_patch_slice=2, patch_depth=4) == 5  # not in the patch: the largest overall
+
+
 def test_attention_overlay_has_one_panel_per_present_finding(bench, tiny_model_and_processor, tmp_path):
     import matplotlib.image
 

@@ -158,9 +158,10 @@ def overlay_case(rows: dict, case_ids) -> str | None:
 
 
 def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path) -> dict | None:
-    """One panel per present finding of one test case (chosen by `OVERLAY_RULE`): the axial slice through the
-    finding's largest cross-section, the disease-aware attention of that finding on it, the finding's true outline
-    (green) and the attention's arg-max patch (white; dashed when it lies on another slice).
+    """One panel per present finding of one test case (chosen by `OVERLAY_RULE`): an axial slice (`_panel_slice`: through
+    the attention's arg-max patch where the finding is there too, else the finding's largest cross-section), the
+    disease-aware attention of that finding on it, the finding's true outline (green) and the attention's arg-max patch
+    (white; dashed when it lies on another slice).
 
     Returns {"case": id, "panels": [disease, ...]}; None when the data set has no finding locations or the model no
     disease-aware attention."""
@@ -207,20 +208,20 @@ def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path) ->
     panels = [d for d in names if d in regions]
     columns = min(len(panels), 4)
     rows_n = -(-len(panels) // columns)
-    fig, axes = plt.subplots(rows_n, columns, figsize=(3.4 * columns, 3.9 * rows_n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows_n, columns, figsize=(3.4 * columns, 4.1 * rows_n + 0.9), squeeze=False)
     for ax in axes.flat[len(panels):]:
         ax.axis("off")
     for ax, disease in zip(axes.flat, panels):
         att = attention[names.index(disease)].reshape(grid)  # (h, w, d)
         mask = _resize_nearest(masks[disease], volume.shape)  # (H, W, D) bool, as the processor resizes
-        k = int(mask.sum((0, 1)).argmax())  # the slice with the largest cross-section
+        top = np.unravel_index(int(att.argmax()), grid)
+        k = _panel_slice(mask, top[2], zoom[2])
         ax.imshow(volume[:, :, k], cmap="gray")
         level = np.kron(att, np.ones(zoom))[:, :, k] / float(att.max())  # (H, W) in [0, 1] of the map's maximum
         overlay = plt.get_cmap("inferno")(level)
         overlay[..., 3] = 0.8 * level  # transparent where the attention is low
         ax.imshow(overlay)
         ax.contour(mask[:, :, k].astype(float), levels=[0.5], colors="lime", linewidths=1.2)
-        top = np.unravel_index(int(att.argmax()), grid)
         on_slice = top[2] == k // zoom[2]
         ax.add_patch(Rectangle((top[1] * zoom[1] - 0.5, top[0] * zoom[0] - 0.5), zoom[1], zoom[0], fill=False,
                                edgecolor="white", linewidth=1.5, linestyle="-" if on_slice else "--"))
@@ -230,11 +231,21 @@ def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path) ->
                      f"{score['mass_in_region']:.2f} (uniform {score['mass_uniform']:.2f})\nslice {k}", fontsize=8)
         ax.axis("off")
     fig.suptitle(f"case {case_id}: {OVERLAY_RULE}\ndisease-aware attention (colour, opaque at the map's maximum), "
-                 "true outline (green), arg-max patch (white; dashed: on another slice)", fontsize=9)
+                 "true outline (green), arg-max patch (white; dashed: on another slice)\nslice: through the arg-max "
+                 "patch where the finding is there too, else the finding's largest cross-section", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return {"case": case_id, "panels": panels}
+
+
+def _panel_slice(mask: np.ndarray, top_patch_slice: int, patch_depth: int) -> int:
+    """The axial slice a panel shows: within the attention's arg-max patch, the slice where the finding's cross-section
+    is largest (so both show); when the finding is not in that patch's slices, its own largest cross-section."""
+    area = mask.sum((0, 1))  # (D,)
+    lo = top_patch_slice * patch_depth
+    inside = area[lo:lo + patch_depth]
+    return lo + int(inside.argmax()) if inside.max() > 0 else int(area.argmax())
 
 
 def _resize_nearest(mask: np.ndarray, shape) -> np.ndarray:
