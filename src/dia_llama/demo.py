@@ -158,10 +158,10 @@ def overlay_case(rows: dict, case_ids) -> str | None:
 
 
 def plot_attention_overlay(model, processor, data_dir, cache_dir, path: Path) -> dict | None:
-    """One panel per present finding of one test case (chosen by `OVERLAY_RULE`): an axial slice (`_panel_slice`: through
-    the attention's arg-max patch where the finding is there too, else the finding's largest cross-section), the
-    disease-aware attention of that finding on it, the finding's true outline (green) and the attention's arg-max patch
-    (white; dashed when it lies on another slice).
+    """One panel per present finding of one test case (chosen by `OVERLAY_RULE`): an axial slice (`_panel_slice`:
+    through the attention's arg-max patch where the finding is there too, else the finding's largest cross-section),
+    the disease-aware attention of that finding on it, the finding's true outline (green) and the attention's arg-max
+    patch (white; dashed when it lies on another slice).
 
     Returns {"case": id, "panels": [disease, ...]}; None when the data set has no finding locations or the model no
     disease-aware attention."""
