@@ -32,7 +32,7 @@ def test_disease_attention_pools_over_patches():
 def test_legacy_pooling_flag_reproduces_research_code_bug_at_inference_only():
     torch.manual_seed(0)
     model, _ = build_model_and_processor("tiny", legacy_disease_pooling=True, disease_attention="static",
-                                         disease_max_pooling=False)
+                                         disease_max_pooling=False, disease_attention_min_intensity=None)
     model.eval()
     branch = model.model.disease_branch
     with torch.no_grad():
@@ -78,7 +78,8 @@ def test_prototype_memory_decides_by_closer_prototype():
 
 
 def test_derived_no_finding_follows_the_other_classes():
-    model, _ = build_model_and_processor("tiny", derive_no_finding=True)
+    # attention over all patches, so that diagnose runs from patch features alone
+    model, _ = build_model_and_processor("tiny", derive_no_finding=True, disease_attention_min_intensity=None)
     names = model.config.disease_names
     nf = names.index("no finding")
     logits = torch.full((2, len(names)), -4.0)
@@ -131,7 +132,7 @@ def test_max_pooling_adds_the_patchwise_maximum():
 
 def test_max_pooling_carries_one_patch_finding_from_the_start():
     """One patch marks the finding: the max-pooled feature moves by the full signal, the near-uniform DAA by ~1/M."""
-    model, _ = build_model_and_processor("tiny")
+    model, _ = build_model_and_processor("tiny", disease_max_pooling=True)
     branch = model.model.disease_branch
     feats = torch.zeros(1, 512, 96)
     marked = feats.clone()
@@ -230,6 +231,15 @@ def test_disease_attention_options_validate_and_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(model.model.disease_branch(feats)[1], loaded.model.disease_branch(feats)[1],
                                    rtol=1e-5, atol=1e-5)
+    # disease_attention_dynamic_scale multiplies the query · key term only
+    with pytest.raises(ValueError, match="disease_attention_dynamic_scale"):
+        DiaLlamaConfig(disease_attention_dynamic_scale=0.0)
+    with torch.no_grad():
+        branch.attention_weights.normal_()
+        base = branch.attention_logits(feats)  # (B, L, M)
+        static = branch.attention_scale * branch.attention_weights  # (L, M)
+        branch.dynamic_scale = 4.0
+        torch.testing.assert_close(branch.attention_logits(feats) - static, 4 * (base - static), rtol=1e-4, atol=1e-4)
 
 
 def _volume_with_body(batch: int = 2) -> torch.Tensor:
@@ -259,7 +269,7 @@ def test_body_mask_keeps_the_attention_off_the_air():
     feats = inner.encode_volume(volume)
     with torch.no_grad():
         pooled = branch.pool(feats, patch_mask=mask)
-        expected = torch.einsum("blm,bmc->blc", dx.attention, feats) + feats.amax(dim=1, keepdim=True)
+        expected = torch.einsum("blm,bmc->blc", dx.attention, feats)  # (no max pooling in the tiny preset)
         torch.testing.assert_close(pooled, expected, rtol=1e-5, atol=1e-5)
         image_slots = torch.full((2, model.config.num_image_tokens), model.config.image_token_id)
         torch.testing.assert_close(inner(input_ids=image_slots, pixel_values=volume).disease_logits, dx.logits,

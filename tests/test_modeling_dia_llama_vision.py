@@ -132,7 +132,8 @@ def test_blob_config_validates():
 def test_tiny_preset_blob_features_initialise_round_trip_and_train(tmp_path):
     model, _ = build_model_and_processor("tiny")
     tower = model.model.vision_tower
-    assert model.config.disease_max_pooling
+    assert not model.config.disease_max_pooling  # the attention alone carries a finding (session 9)
+    assert model.config.disease_attention_min_intensity == 0.05
     blob = tower.blob_features
     assert blob is not None and blob.weight.shape == (96, 1)
     assert 0.7 < blob.weight.std().item() < 1.3 and torch.count_nonzero(blob.bias) == 0  # _init_weights: O(1)
@@ -146,6 +147,6 @@ def test_tiny_preset_blob_features_initialise_round_trip_and_train(tmp_path):
         torch.testing.assert_close(model.model.diagnose(x).logits, loaded.model.diagnose(x).logits,
                                    rtol=1e-5, atol=1e-5)
     model.train()  # the branch's output reaches the blob embedding
-    _, logits = model.model.disease_branch(tower(x))
+    _, logits = model.model.disease_branch(tower(x), patch_mask=model.model.disease_patch_mask(x))
     logits.sum().backward()
     assert blob.weight.grad is not None and blob.weight.grad.abs().sum() > 0

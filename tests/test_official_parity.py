@@ -15,7 +15,7 @@ import torch
 from transformers import LlamaConfig, LogitsProcessor, LogitsProcessorList
 
 from dia_llama import DiaLlamaConfig, DiaLlamaForConditionalGeneration, DiaLlamaVisionConfig
-from dia_llama.configuration_dia_llama import CHEXPERT_14
+from dia_llama.configuration_dia_llama import CHEXPERT_14, DEFAULT_INSTRUCTION
 from dia_llama.convert import RESEARCH_VISION_OVERRIDES, convert_official_state_dict, load_vision_weights
 from dia_llama.presets import add_special_tokens, build_config, build_processor, load_llm_tokenizer
 from helpers.official_reference import parameter, volume
@@ -150,7 +150,8 @@ def llama_parity():
         official = json.load(f)
     tokenizer = load_llm_tokenizer(tokenizer_dir)
     add_special_tokens(tokenizer)
-    config = build_config("tiny", len(tokenizer), vision_overrides={"num_latents": 32})
+    # the official prompt's instruction (the tiny preset shortens it)
+    config = build_config("tiny", len(tokenizer), vision_overrides={"num_latents": 32}, instruction=DEFAULT_INSTRUCTION)
     processor = build_processor("paper", tokenizer, config)
     processor.prepare_model_config(config)
     config.get_text_config().pad_token_id = tokenizer.pad_token_id

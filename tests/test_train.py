@@ -130,7 +130,7 @@ def test_shipped_recipes_by_name_and_dashed_options():
     assert {"tiny_cpu", "paper"} <= set(shipped_recipes())
     model_args, _, training_args = parse_args(["tiny_cpu", "--max_steps", "3"])
     assert model_args.preset == "tiny" and model_args.calibrate_thresholds
-    assert training_args.max_steps == 3 and training_args.per_device_train_batch_size == 8
+    assert training_args.max_steps == 3 and training_args.per_device_train_batch_size == 4
     assert training_args.lr_scheduler_type == "cosine" and training_args.weight_decay == 0.0
     assert recipe_path("tiny_cpu").is_file()
     with pytest.raises(ValueError, match="no shipped recipe"):

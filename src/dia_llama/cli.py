@@ -172,6 +172,8 @@ def evaluate_command(p):
     p.add_argument("--cache-dir", default=None, help="preprocessing cache (dia-llama preprocess)")
     p.add_argument("--limit", type=int, default=None, help="only the first N cases")
     p.add_argument("--format", default="auto", dest="data_format")
+    p.add_argument("--no-localization", action="store_true",
+                   help="skip attention_localization (scored where the data set records finding locations)")
     _loading_arguments(p)
 
     def run(args):
@@ -179,7 +181,8 @@ def evaluate_command(p):
         metrics = evaluation.evaluate_model(
             args.model, args.data, args.split, args.output_dir, batch_size=args.batch_size,
             max_new_tokens=args.max_new_tokens, labeler=args.labeler, modes=tuple(args.mode or ["coco_raw"]),
-            cache_dir=args.cache_dir, limit=args.limit, data_format=args.data_format, **_loading_kwargs(args))
+            cache_dir=args.cache_dir, limit=args.limit, data_format=args.data_format,
+            localization=not args.no_localization, **_loading_kwargs(args))
         print(evaluation.metrics_markdown(metrics))
     return run
 

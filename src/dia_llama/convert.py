@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from .configuration_dia_llama import DEFAULT_INSTRUCTION, DEFAULT_PROMPT_TEMPLATE
+
 TOKENIZER_ERROR = (
     "the official checkpoint does not ship a tokenizer; pass --llm PATH to a LLaMA-2 folder with its tokenizer"
 )
@@ -579,6 +581,9 @@ def convert_official_checkpoint(
     overrides.setdefault("disease_attention_scale", 1.0)
     overrides.setdefault("disease_max_pooling", False)
     overrides.setdefault("disease_attention_min_intensity", None)  # over every patch
+    # the official prompt's words, whatever the preset's (the tiny preset shortens the instruction)
+    overrides.setdefault("instruction", DEFAULT_INSTRUCTION)
+    overrides.setdefault("prompt_template", DEFAULT_PROMPT_TEMPLATE)
     # the research code's ViT3D, whatever the preset's default
     config = build_config(preset, len(tokenizer), text_config=_text_config(llm, preset, state),
                           vision_overrides=dict(RESEARCH_VISION_OVERRIDES), **overrides)

@@ -86,7 +86,8 @@ class DiaLlamaDiseaseBranch(nn.Module):
         if self.attention_kind == "dynamic" and patch_features is not None:
             keys = self.attention_key(self.attention_key_norm(patch_features))  # (B, M, c)
             query = self.attention_query.to(keys.dtype)
-            dynamic = torch.einsum("lc,bmc->blm", query, keys) * (self.dynamic_scale / math.sqrt(keys.shape[-1]))
+            # / (sqrt(c) / scale): at the default scale 1 exactly the division by sqrt(c) of earlier checkpoints
+            dynamic = torch.einsum("lc,bmc->blm", query, keys) / (math.sqrt(keys.shape[-1]) / self.dynamic_scale)
             logits = logits.to(dynamic.dtype) + dynamic
         if patch_mask is not None:
             logits = logits.expand(patch_mask.shape[0], *logits.shape[-2:])  # (B, L, M)
