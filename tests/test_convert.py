@@ -280,6 +280,11 @@ def test_legacy_flag_reproduces_research_inference_path(official, llm_dir, tmp_p
                                               legacy_pooling=True, dtype="float32")
     legacy = DiaLlamaForConditionalGeneration.from_pretrained(out).eval()
     assert legacy.config.legacy_disease_pooling
+    # the official prompt's words and attention, although the tiny preset shortens the instruction
+    from dia_llama.configuration_dia_llama import DEFAULT_INSTRUCTION, DEFAULT_PROMPT_TEMPLATE
+
+    assert legacy.config.instruction == DEFAULT_INSTRUCTION and legacy.config.prompt_template == DEFAULT_PROMPT_TEMPLATE
+    assert legacy.config.disease_attention_min_intensity is None and not legacy.config.disease_max_pooling
     pixel_values = inputs(converted[1])["pixel_values"]
     with torch.no_grad():
         feats = legacy.model.encode_volume(pixel_values)
