@@ -25,7 +25,7 @@ class ModelArguments:
     disease_pooling: str | None = field(default=None, metadata={"help": "attention | mean (ablation)"})
     diagnosis_head: str | None = field(default=None, metadata={"help": "prototype | linear (ablation)"})
     disease_max_pooling: bool | None = field(
-        default=None, metadata={"help": "add the patch-wise maximum to each disease's pooled feature (tiny: on)"})
+        default=None, metadata={"help": "add the patch-wise maximum to each disease's pooled feature (tiny: off)"})
     disease_attention: str | None = field(
         default=None, metadata={"help": "static (the paper's DAA) | dynamic (tiny: input-dependent query·key term)"})
     disease_attention_scale: float | None = field(
