@@ -148,5 +148,5 @@ def test_location_rows_without_locations(tmp_path):
     (tmp_path / "manifest.jsonl").write_text(json.dumps({"id": "a", "volume": "a.nii.gz", "report": "r"}) + "\n")
     assert location_rows(tmp_path) is None  # a manifest without finding masks
     (tmp_path / "manifest.jsonl").write_text("{not json\n")
-    with pytest.raises(ValueError, match="line 1: not JSON"):
+    with pytest.raises(ValueError, match=r"manifest.jsonl: line 1 is not valid JSON"):
         location_rows(tmp_path)

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dia_llama.data import open_cache
+from dia_llama.evaluation import clinical_efficacy
 from dia_llama.evaluation.calibration import decisions, micro_f1_optimal_thresholds
 from dia_llama.evaluation.localization import case_regions, pointing_scores, summarize_localization
 from dia_llama.presets import build_model_and_processor, preset_volume_processor
@@ -61,11 +62,6 @@ def max_pooled_logits(inner, head, feats: torch.Tensor, pixel_values: torch.Tens
     abnormal = (query * F.normalize(head.abnormal_prototypes, dim=-1)).sum(-1)
     normal = (query * F.normalize(head.normal_prototypes, dim=-1)).sum(-1)
     return (abnormal - normal) / inner.disease_branch.temperature
-
-
-def f1(predicted: np.ndarray, labels: np.ndarray) -> float:
-    tp = float((predicted * labels).sum())
-    return 2 * tp / max(float(predicted.sum() + labels.sum()), 1.0)
 
 
 def main(argv=None) -> None:
@@ -142,10 +138,11 @@ def main(argv=None) -> None:
     test_probs, attention = diagnose(test)  # (T, L), (T, L, M)
     predicted = decisions(test_probs, thresholds, no_finding).astype(np.float32)
     truth = labels[test]
-    per_class_f1 = {n: round(f1(predicted[:, j], truth[:, j]), 3) for j, n in enumerate(names)}
+    scores = clinical_efficacy(truth, predicted, names)
+    per_class_f1 = {n: round(scores["per_class"][n]["f1"], 3) for n in names}
     result = {"name": args.name, "model": json.loads(args.model), "vision": json.loads(args.vision),
               "steps": args.steps, "auxmax": args.auxmax, "seed": args.seed, "train_cases": len(train),
-              "micro_f1": round(f1(predicted, truth), 4), "per_class_f1": per_class_f1,
+              "micro_f1": round(scores["micro"]["f1"], 4), "per_class_f1": per_class_f1,
               "train_s": round(train_s, 1)}
     if attention is not None:
         scores, argmax_cells = [], Counter()

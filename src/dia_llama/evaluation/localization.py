@@ -17,7 +17,6 @@ is in the region when any voxel it covers is).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -83,17 +82,10 @@ def location_rows(data) -> tuple[dict[str, dict], Path] | None:
     manifest = path / "manifest.jsonl" if path.is_dir() else path
     if manifest.suffix != ".jsonl" or not manifest.is_file():
         return None
-    rows = {}
-    with open(manifest, encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{manifest}, line {number}: not JSON ({err})") from err
-            if "finding_mask" in row:
-                rows[str(row["id"])] = row
+    from ..data.datasets import parse_json_lines
+
+    lines = parse_json_lines(manifest.read_text(encoding="utf-8"), manifest)  # DatasetError names file and line
+    rows = {str(row["id"]): row for _, row in lines if "finding_mask" in row}
     return (rows, manifest.parent) if rows else None
 
 
