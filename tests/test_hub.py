@@ -25,6 +25,7 @@ from dia_llama.hub import (
     validate_model_card,
 )
 from helpers.hub_server import inprocess_client, run_client, run_client_json
+from helpers.remote_code import BLOCK_DIA_LLAMA
 
 METRICS = {
     "dataset": {"name": "CTRG-Chest-548K", "split": "test"},
@@ -314,17 +315,6 @@ def test_server_errors_refs_and_tags(hub_server_fixture):
 
 
 # ------------------------------------------------------------------------------------ real checkpoints through the Hub
-BLOCK_PACKAGE = """
-import builtins
-_real_import = builtins.__import__
-def _guarded(name, *args, **kwargs):
-    if name == "dia_llama" or name.startswith("dia_llama."):
-        raise ImportError("dia_llama is blocked in this process")
-    return _real_import(name, *args, **kwargs)
-builtins.__import__ = _guarded
-"""
-
-
 def _inputs_and_logits(model_dir, tmp_path, name, seed=0):
     import numpy as np
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -375,7 +365,7 @@ def test_push_pull_round_trip_with_revision_pinning(hub_server_fixture, tiny_mod
     assert run_client_json(pull, server.endpoint, timeout=300) == {"v2": True, "v1": True}
 
     # pull as remote code where the package cannot be imported, then snapshot_download
-    remote = BLOCK_PACKAGE + textwrap.dedent(f"""
+    remote = BLOCK_DIA_LLAMA + textwrap.dedent(f"""
         import json, torch
         from huggingface_hub import snapshot_download
         from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -418,7 +408,7 @@ def test_dry_run_folder_loads_as_remote_code(tiny_model_dir, tmp_path):
     assert 40.5 in values.values() and 0.75 in values.values(), values
     config = json.loads((out / "config.json").read_text())
     assert "AutoModelForImageTextToText" in config["auto_map"]
-    script = BLOCK_PACKAGE + textwrap.dedent(f"""
+    script = BLOCK_DIA_LLAMA + textwrap.dedent(f"""
         from transformers import AutoModelForImageTextToText, AutoProcessor
         m = AutoModelForImageTextToText.from_pretrained({str(out)!r}, trust_remote_code=True)
         p = AutoProcessor.from_pretrained({str(out)!r}, trust_remote_code=True)
@@ -450,7 +440,7 @@ def test_transformers_push_to_hub_then_pipeline_without_the_package(hub_server_f
     assert {"config.json", "model.safetensors", "processor_config.json", "pipeline_dia_llama.py",
             "modeling_dia_llama.py", "image_processing_dia_llama.py", "volume_io_dicom.py"} <= files
 
-    script = BLOCK_PACKAGE + textwrap.dedent(f"""
+    script = BLOCK_DIA_LLAMA + textwrap.dedent(f"""
         import json
         from transformers import pipeline
         pipe = pipeline(model={repo!r}, trust_remote_code=True)

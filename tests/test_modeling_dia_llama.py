@@ -13,21 +13,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, Aut
 
 from dia_llama import DiaLlamaForConditionalGeneration
 from dia_llama.presets import build_model_and_processor, train_tiny_tokenizer
-
-BLOCK_DIA_LLAMA = textwrap.dedent("""
-    import builtins
-    real_import = builtins.__import__
-    def guarded(name, *args, **kwargs):
-        if name == "dia_llama" or name.startswith("dia_llama."):
-            raise ImportError("dia_llama is blocked")
-        return real_import(name, *args, **kwargs)
-    builtins.__import__ = guarded
-    try:
-        import dia_llama
-        raise SystemExit("dia_llama should not import")
-    except ImportError:
-        pass
-    """)
+from helpers.remote_code import BLOCK_DIA_LLAMA
 
 
 def random_volumes(n, shape=(70, 66, 30), seed=0):
@@ -193,20 +179,8 @@ def test_remote_code_loads_without_package(tiny_model_dir, tiny_model_and_proces
         expected = model(**batch).logits
     torch.save(dict(batch), tmp_path / "batch.pt")
     torch.save(expected, tmp_path / "expected.pt")
-    script = textwrap.dedent(
+    script = BLOCK_DIA_LLAMA + textwrap.dedent(
         f"""
-        import builtins, sys
-        real_import = builtins.__import__
-        def guarded(name, *args, **kwargs):
-            if name == "dia_llama" or name.startswith("dia_llama."):
-                raise ImportError("dia_llama is blocked")
-            return real_import(name, *args, **kwargs)
-        builtins.__import__ = guarded
-        try:
-            import dia_llama
-            raise SystemExit("dia_llama should not import")
-        except ImportError:
-            pass
         import numpy as np, torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
         d = {str(tiny_model_dir)!r}
