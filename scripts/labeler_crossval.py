@@ -168,17 +168,11 @@ def score_unseen(data_dir: Path, params_path: Path = ROUND1_PARAMS) -> dict:
     if problems:
         raise SystemExit(f"the first-round parameters no longer match the feature space: {problems[:3]}; check out "
                          "commit 408e5ba and run --unseen there")
-    seen = set(cv.load_chexbert_dev(data_dir)[0])
-    ids, texts, codes = cv.load_chexbert_test(data_dir)
-    keep = [i for i, x in enumerate(ids) if x not in seen]
-    space = build_space("chexbert")
-    feats, abnormal = space.transform([texts[i] for i in keep])
-    pred = DecisionLayer(space, params["classes"]).decide(feats, abnormal)
-    y = (codes[keep] == 1).astype(np.int64)
-    result = _scores(y, pred, space.names)
+    y, pred, names = cv.unseen_chexbert_predictions(data_dir, params["classes"])
+    result = _scores(y, pred, names)
     result["micro"]["f1_ci95"] = _bootstrap_micro_f1(y, pred)
     return {"chexbert": {"what": "first-round labeler (fitted on the 180 odd ids) on the 182 even ids",
-                         "fitted_on": params["n_reports"], "n_reports": len(keep), **result}}
+                         "fitted_on": params["n_reports"], "n_reports": len(y), **result}}
 
 
 class _ExtendedSpace:

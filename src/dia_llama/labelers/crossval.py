@@ -61,6 +61,21 @@ def load_chexbert_test(data_dir, labels_csv=CHEXBERT_TEST_LABELS) -> tuple[list[
     return _chexbert_reports(data_dir, labels_csv)
 
 
+def unseen_chexbert_predictions(data_dir, classes: dict) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A CheXbert-compatible decision layer (`classes`: its per-class parameters) on the test reports that are not in
+    the 180 of `load_chexbert_dev`: truth (n, 14) 0/1 ("present" only), predictions (n, 14), class names."""
+    from .fitted import DecisionLayer
+    from .params import build_space
+
+    seen = set(load_chexbert_dev(data_dir)[0])
+    ids, texts, codes = load_chexbert_test(data_dir)
+    keep = [i for i, x in enumerate(ids) if x not in seen]
+    space = build_space("chexbert")
+    feats, abnormal = space.transform([texts[i] for i in keep])
+    predicted = DecisionLayer(space, classes).decide(feats, abnormal)
+    return (codes[keep] == 1).astype(np.int64), predicted, list(space.names)
+
+
 def load_ctrate_manual(data_dir) -> tuple[list[str], list[str], np.ndarray]:
     """The 800 hand-labelled CT-RATE reports: ids, texts, 0/1 labels (n, 18) in ``CT_RATE_18`` order."""
     from ..configuration_dia_llama import CT_RATE_18
