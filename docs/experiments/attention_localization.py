@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from dia_llama.data import open_cache
@@ -54,14 +53,12 @@ def load_data(demo_dir: Path, limit_train: int | None = None):
 
 
 def max_pooled_logits(inner, head, feats: torch.Tensor, pixel_values: torch.Tensor, num: int) -> torch.Tensor:
-    """The prototype head of `head` on the channel-wise maximum over the body patches: (B, M, c) → (B, L)."""
+    """The prototype head of `head` (a disease branch) on the channel-wise maximum over the body patches:
+    (B, M, c) → (B, L)."""
     mask = inner.disease_patch_mask(pixel_values)  # (B, M) or None
     masked = feats if mask is None else feats.masked_fill(~mask[:, :, None], float("-inf"))
     pooled = masked.amax(1, keepdim=True).expand(-1, num, -1)  # (B, L, c)
-    query = F.normalize(head.proj(pooled), dim=-1)
-    abnormal = (query * F.normalize(head.abnormal_prototypes, dim=-1)).sum(-1)
-    normal = (query * F.normalize(head.normal_prototypes, dim=-1)).sum(-1)
-    return (abnormal - normal) / inner.disease_branch.temperature
+    return head.prototype_logits(pooled)
 
 
 def main(argv=None) -> None:
@@ -97,6 +94,7 @@ def main(argv=None) -> None:
     if args.aux_separate:
         import copy
         aux_head = copy.deepcopy(inner.disease_branch)
+        aux_head.log_temperature = inner.disease_branch.log_temperature  # one τ for both heads
         params += list(aux_head.proj.parameters()) + [aux_head.abnormal_prototypes, aux_head.normal_prototypes]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(

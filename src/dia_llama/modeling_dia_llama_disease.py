@@ -141,10 +141,14 @@ class DiaLlamaDiseaseBranch(nn.Module):
         if self.head == "linear":
             logits = (features * self.classifier_weight).sum(-1) + self.classifier_bias
             return features, logits
+        return features, self.prototype_logits(features)
+
+    def prototype_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The prototype head on pooled disease features (B, L, c) → (B, L): (cos to abnormal − cos to normal) / τ."""
         query = F.normalize(self.proj(features), dim=-1)  # (B, L, c)
         sim_abnormal = (query * F.normalize(self.abnormal_prototypes, dim=-1)).sum(-1)  # (B, L)
         sim_normal = (query * F.normalize(self.normal_prototypes, dim=-1)).sum(-1)
-        return features, (sim_abnormal - sim_normal) / self.temperature
+        return (sim_abnormal - sim_normal) / self.temperature
 
     def loss(self, logits: torch.Tensor, disease_labels: torch.Tensor) -> torch.Tensor:
         """2-way cross-entropy over (abnormal, normal) — equal to BCE on the logit difference. Mean over (B, L)."""
